@@ -1,0 +1,68 @@
+"""The paper's backbone: multi-head attention over skeleton joints, then a graph convolution.
+
+Nodes are joints; a node's signal is its whole (resampled) trajectory, T x C values. Each attention
+head learns its own V x V adjacency from the node signals; the graph convolution mixes node signals
+with each head's adjacency; a fully connected layer and a classifier follow. Most weights sit in
+the fully connected layer (V x heads x width inputs): the network is deliberately oversized, since
+pruning it is the point.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .registry import register_model
+
+
+class AttentionGCN(nn.Module):
+    def __init__(
+        self,
+        num_nodes: int,
+        in_frames: int,
+        in_channels: int,
+        num_classes: int,
+        heads: int = 8,
+        attn_dim: int = 16,
+        gc_dim: int = 16,
+        hidden: int = 384,
+        dropout: float = 0.3,
+    ):
+        super().__init__()
+        self.num_nodes, self.heads, self.attn_dim, self.gc_dim = num_nodes, heads, attn_dim, gc_dim
+        d_in = in_frames * in_channels
+        self.data_bn = nn.BatchNorm1d(num_nodes * d_in)
+        self.query = nn.Linear(d_in, heads * attn_dim)
+        self.key = nn.Linear(d_in, heads * attn_dim)
+        self.gc = nn.Linear(d_in, heads * gc_dim)
+        self.gc_bn = nn.BatchNorm1d(num_nodes * heads * gc_dim)
+        self.fc = nn.Linear(num_nodes * heads * gc_dim, hidden)
+        self.drop = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden, num_classes)
+
+    def adjacency(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-head learned adjacency, (B, H, V, V), rows summing to one."""
+        b, v, _ = x.shape
+        q = self.query(x).view(b, v, self.heads, self.attn_dim).transpose(1, 2)
+        k = self.key(x).view(b, v, self.heads, self.attn_dim).transpose(1, 2)
+        return torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.attn_dim), dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, V, C) skeleton sequences -> (B, num_classes) logits."""
+        b, t, v, c = x.shape
+        x = x.permute(0, 2, 1, 3).reshape(b, v, t * c)  # node signal = joint trajectory
+        x = self.data_bn(x.reshape(b, -1)).view(b, v, t * c)
+        a = self.adjacency(x)
+        h = self.gc(x).view(b, v, self.heads, self.gc_dim).transpose(1, 2)  # (B, H, V, D)
+        h = (a @ h).transpose(1, 2).reshape(b, -1)  # each head mixes nodes with its adjacency
+        h = self.drop(torch.relu(self.gc_bn(h)))
+        h = self.drop(torch.relu(self.fc(h)))
+        return self.classifier(h)
+
+
+@register_model("agcn")
+def agcn(**kwargs) -> AttentionGCN:
+    """Attention GCN (Sahbi-style), about 1M weights at the default sizes on hands (V=21)."""
+    return AttentionGCN(**kwargs)
