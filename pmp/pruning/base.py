@@ -69,9 +69,10 @@ class Pruner:
 
     def final_scores(self) -> dict[str, torch.Tensor]:
         """Scores whose exact top-k gives the final masks (default: the current masks, else |W|)."""
-        if self.masks is not None:
-            return {k: m.float() + self.latent(k).detach().abs() * 1e-6 for k, m in self.masks.items()}
-        return {t.name: self.latent(t.name).detach().abs() for t in self.targets}
+        scores = {t.name: self.latent(t.name).detach().abs().float() for t in self.targets}
+        if self.masks is not None:  # kept entries first, then by magnitude within each group
+            return {k: self.masks[k].float() * (1.0 + float(s.max())) + s for k, s in scores.items()}
+        return scores
 
     def extra_state(self) -> dict[str, Any]:
         """Method-specific state for checkpoints: tensors or JSON-able values."""
@@ -79,6 +80,12 @@ class Pruner:
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         pass
+
+    def describe(self) -> dict[str, Any]:
+        """Resolved options, written into the run's results so the budget and schedule are on record."""
+        return {
+            "method": self.name, "rate": self.rate, "scope": self.scope, "epoch_multiplier": self.epoch_multiplier,
+        }
 
     # ----------------------------------------------------------------- shared machinery
     def target(self, name: str) -> Target:

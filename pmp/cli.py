@@ -1,0 +1,251 @@
+"""`pmp` command line: a thin layer over pmp.training, pmp.experiments and pmp.export."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pmp.training.config import (
+    ConfigError,
+    ExperimentConfig,
+    apply_overrides,
+    load_config,
+    parse_set_options,
+)
+
+# Short flags for the options people change most; every config field also has a --section.field flag.
+ALIASES = {
+    "dataset": "data.name", "data_root": "data.root", "split": "data.split", "method": "pruning.method",
+    "rate": "pruning.rate", "scope": "pruning.scope", "epochs": "train.epochs", "seed": "train.seed",
+    "model": "model.name", "work_dir": "work_dir",
+}
+
+
+def _leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            out += _leaf_fields(tp, f"{prefix}{f.name}.")
+        elif typing.get_origin(tp) is not dict:
+            out.append((f"{prefix}{f.name}", tp))
+    return out
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("config fields (override the YAML; values parsed as YAML scalars)")
+    for key, tp in _leaf_fields(ExperimentConfig):
+        g.add_argument(f"--{key}", dest=f"cfg:{key}", metavar=getattr(tp, "__name__", "VALUE").upper())
+    for short, key in ALIASES.items():
+        p.add_argument(f"--{short.replace('_', '-')}", dest=f"cfg:{key}", help=f"= --{key}")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any dotted key, including dict entries: --set pruning.options.prior=laplace")
+
+
+def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    cfg = load_config(args.config) if args.config else ExperimentConfig()
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}
+    overrides.update(parse_set_options(args.set))
+    return apply_overrides(cfg, overrides) if overrides else cfg
+
+
+def _run_name(cfg: ExperimentConfig) -> str:
+    p = cfg.pruning
+    name = "dense" if p.method == "dense" else f"{p.method}_r{p.rate:g}"
+    return f"{name}_s{cfg.train.seed}" + (f"_f{cfg.data.split}".replace(":", "-") if cfg.data.split else "")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pmp.data import load_dataset
+    from pmp.training import run_experiment
+
+    cfg = _config_from_args(args)
+    base = Path(args.run_dir) if args.run_dir else Path(cfg.work_dir) / (Path(args.config).stem if args.config else cfg.data.name)
+    if cfg.data.split != "all":
+        run_dir = base if args.run_dir else base / _run_name(cfg)
+        m = run_experiment(cfg, run_dir, progress=not args.quiet, resume=args.resume)
+        _print_metrics(m, run_dir)
+        return 0
+    # every split of the protocol (SBU: the 5 folds), then mean +- std
+    splits = [s.name for s in load_dataset(cfg.data.name, cfg.data.root, **cfg.data.options).splits]
+    results = []
+    for s in splits:
+        c = apply_overrides(cfg, {"data.split": s})
+        run_dir = base / _run_name(c)
+        results.append(run_experiment(c, run_dir, progress=not args.quiet, resume=args.resume))
+        _print_metrics(results[-1], run_dir)
+    accs = np.array([r["class_avg_acc"] for r in results])
+    summary = {"splits": splits, "class_avg_acc": [float(a) for a in accs],
+               "mean": float(accs.mean()), "std": float(accs.std(ddof=1)) if len(accs) > 1 else 0.0}
+    (base / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"class-averaged accuracy over {len(splits)} splits: {100 * summary['mean']:.2f} +- {100 * summary['std']:.2f}%"
+          f"  (per split: {', '.join(f'{100 * a:.1f}' for a in accs)})  -> {base / 'summary.json'}")
+    return 0
+
+
+def _print_metrics(m: dict[str, Any], run_dir: Path) -> None:
+    soft = m.get("soft_class_avg_acc")
+    print(f"[{m['dataset']} {m['split']}] {m['method']} rate={m['rate']:g}: class-avg acc {100 * m['class_avg_acc']:.2f}% "
+          f"(overall {100 * m['overall_acc']:.2f}%, before finalisation {100 * soft:.2f}%), achieved rate "
+          f"{m['achieved_rate']:.4f}, {m['epochs']} epochs, {m['wall_s']:.1f}s -> {run_dir}")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pmp.training import evaluate_run
+
+    m = evaluate_run(args.run_dir, args.data_root)
+    names = m["class_names"]
+    print(f"split {m['split']}: class-averaged accuracy {100 * m['class_avg_acc']:.2f}%, overall {100 * m['overall_acc']:.2f}%")
+    print("per-class accuracy:")
+    for n, a in zip(names, m["per_class_acc"]):
+        print(f"  {n:32s} {'-' if a is None else f'{100 * a:6.2f}%'}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(m, indent=2))
+        print(f"metrics and confusion matrix -> {args.json}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from pmp.experiments import run_sweep
+
+    result = run_sweep(args.spec, out_dir=args.out, workers=args.workers,
+                       backend="ray" if args.ray else "local", ray_address=args.ray, data_root=args.data_root)
+    print(result.summary() if hasattr(result, "summary") else result)
+    return 0 if not getattr(result, "failed", None) else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pmp.experiments import report
+
+    rep = report(args.runs_dir, out_dir=args.out)
+    print(rep.markdown if hasattr(rep, "markdown") else rep)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pmp.export import export_run
+
+    out = export_run(args.run_dir, args.output)
+    print(f"exported {args.run_dir} -> {out} ({Path(out).stat().st_size / 1024:.1f} KiB)")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from pmp.data import PreprocessConfig, load_dataset, preprocess
+    from pmp.export import load_sparse
+    from pmp.training.metrics import classification_metrics
+
+    module = load_sparse(args.model)
+    spec = module.spec
+    ds = load_dataset(args.dataset or spec["dataset"], args.data_root)
+    split = ds.split(args.split)
+    x = preprocess(ds, PreprocessConfig(**spec["preprocess"]))[torch.as_tensor(split.test)]
+    with torch.no_grad():
+        pred = torch.cat([module(x[i : i + 256]) for i in range(0, len(x), 256)]).argmax(1).numpy()
+    y = ds.labels[split.test]
+    m = classification_metrics(y, pred, ds.num_classes)
+    print(f"{args.model} on {ds.name} split {split.name} ({len(y)} sequences): class-averaged accuracy "
+          f"{100 * m.class_avg_acc:.2f}%, overall {100 * m.overall_acc:.2f}%")
+    if args.output:
+        np.savetxt(args.output, pred, fmt="%d")
+        print(f"predictions -> {args.output}")
+    return 0
+
+
+def cmd_bench_inference(args: argparse.Namespace) -> int:
+    from pmp.export.bench import run_benchmark
+
+    result = run_benchmark(rates=[float(r) for r in args.rates.split(",")], out_path=args.out)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from pmp.models import list_models
+    from pmp.pruning.base import METHODS
+    from pmp.pruning import methods  # noqa: F401
+
+    print("models: " + ", ".join(list_models()))
+    print("methods: " + ", ".join(sorted(METHODS)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pmp", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train (and prune) one run; --split all runs every fold")
+    t.add_argument("config", nargs="?", help="YAML config (configs/*.yaml); defaults = built-in synthetic data")
+    t.add_argument("--run-dir", help="run folder (default: WORK_DIR/<config>/<method>_r<rate>_s<seed>[_f<split>])")
+    t.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="continue from the run folder's last checkpoint (default: on)")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_config_flags(t)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="re-evaluate a finished run: per-class accuracy, confusion matrix")
+    e.add_argument("run_dir")
+    e.add_argument("--data-root")
+    e.add_argument("--json", help="write metrics and the confusion matrix to this JSON file")
+    e.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("sweep", help="run a grid of runs (methods x rates x seeds x splits)")
+    s.add_argument("spec", help="sweep YAML (configs/sweeps/*.yaml)")
+    s.add_argument("--out", help="sweep folder (default: the spec's `out`)")
+    s.add_argument("--workers", type=int, default=2, help="local worker processes (default 2)")
+    s.add_argument("--ray", metavar="ADDRESS", help="run on Ray: 'auto' or a cluster address (needs pmp[ray])")
+    s.add_argument("--data-root")
+    s.set_defaults(func=cmd_sweep)
+
+    r = sub.add_parser("report", help="aggregate a sweep folder: results.csv, results.md, plots")
+    r.add_argument("runs_dir")
+    r.add_argument("--out", help="output folder (default: RUNS_DIR/report)")
+    r.set_defaults(func=cmd_report)
+
+    x = sub.add_parser("export", help="export a finished run to the compact sparse format")
+    x.add_argument("run_dir")
+    x.add_argument("-o", "--output", required=True, help="output file (*.pmp)")
+    x.set_defaults(func=cmd_export)
+
+    pr = sub.add_parser("predict", help="run an exported model with sparse kernels on a dataset's test split")
+    pr.add_argument("model", help="exported *.pmp file")
+    pr.add_argument("--dataset", help="dataset name or .npz path (default: the one it was trained on)")
+    pr.add_argument("--data-root")
+    pr.add_argument("--split", help="split/fold name (default: the first)")
+    pr.add_argument("-o", "--output", help="write predicted class ids here, one per line")
+    pr.set_defaults(func=cmd_predict)
+
+    b = sub.add_parser("bench-inference", help="dense vs sparse CPU latency and file sizes")
+    b.add_argument("--rates", default="0.9,0.95,0.98,0.99")
+    b.add_argument("--out", default="benchmarks/results/inference.json")
+    b.set_defaults(func=cmd_bench_inference)
+
+    ls = sub.add_parser("list", help="registered models and pruning methods")
+    ls.set_defaults(func=cmd_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError, KeyError, ValueError) as e:
+        print(f"pmp {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""Turning variable-length sequences into one fixed-size tensor, and training-time augmentation.
+
+`preprocess` is deterministic and runs once per dataset: centre, normalise scale (both from the
+sequence's own frames), resample in time to a fixed length, optionally append velocities.
+`augment` runs on every training batch and draws everything from the caller's generator.
+See docs/data.md for why each choice.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .base import SkeletonDataset
+
+CENTERS = ("auto", "wrist", "pair", "sequence", "none")
+SCALES = ("auto", "bone", "std", "none")
+AUTO_CENTER = {"hand": "wrist", "two_person": "pair", "generic": "sequence"}
+_TINY = 1e-8  # below this a sequence has no size to normalise (e.g. all joints at one point)
+
+
+@dataclass
+class PreprocessConfig:
+    """How raw sequences become the (N, frames, V, C') model input.
+
+    center: "auto" picks by layout (hand -> "wrist", two_person -> "pair", generic -> "sequence").
+    scale: "auto" -> "bone" (mean bone length) when the dataset has edges, else "std".
+    velocity: append frame differences, C' = 2C.
+    """
+
+    frames: int = 32
+    center: str = "auto"
+    scale: str = "auto"
+    velocity: bool = False
+
+    def __post_init__(self) -> None:
+        if int(self.frames) != self.frames or self.frames < 1:
+            raise ValueError(f"PreprocessConfig.frames must be an integer >= 1, got {self.frames!r}")
+        if self.center not in CENTERS:
+            raise ValueError(f"PreprocessConfig.center must be one of {CENTERS}, got {self.center!r}")
+        if self.scale not in SCALES:
+            raise ValueError(f"PreprocessConfig.scale must be one of {SCALES}, got {self.scale!r}")
+
+
+@dataclass
+class AugmentConfig:
+    """Random training-time transforms, one draw per sample; all zero means identity.
+
+    rotate: max degrees about the vertical axis `axis` (y, index 1, for SBU, FPHA and synthetic).
+    scale: factor drawn in [1 - scale, 1 + scale]. noise: gaussian std in preprocessed units
+    (about one mean bone length). time_warp: crop up to this fraction of the sequence at a random
+    place and stretch the rest back to the full length (speed and offset changes).
+    """
+
+    rotate: float = 0.0
+    scale: float = 0.0
+    noise: float = 0.0
+    time_warp: float = 0.0
+    axis: int = 1
+
+    def __post_init__(self) -> None:
+        for name, hi in (("rotate", math.inf), ("scale", 1.0), ("noise", math.inf), ("time_warp", 1.0)):
+            value = getattr(self, name)
+            if not 0.0 <= value < hi:
+                raise ValueError(f"AugmentConfig.{name} must be in [0, {hi}), got {value!r}")
+        if self.axis not in (0, 1, 2):
+            raise ValueError(f"AugmentConfig.axis must be 0, 1 or 2, got {self.axis!r}")
+
+    @property
+    def is_identity(self) -> bool:
+        return not (self.rotate or self.scale or self.noise or self.time_warp)
+
+
+def preprocess(ds: SkeletonDataset, cfg: PreprocessConfig) -> torch.Tensor:
+    """All sequences of `ds` as one float32 tensor (N, cfg.frames, V, C'), C' = C or 2C with velocity.
+
+    Works on all frames concatenated (per-sequence statistics by segment sums), not sequence by
+    sequence: a few large tensor operations instead of thousands of small ones."""
+    center = AUTO_CENTER[ds.layout] if cfg.center == "auto" else cfg.center
+    scale = ("bone" if ds.edges else "std") if cfg.scale == "auto" else cfg.scale
+    if center == "pair" and ds.layout != "two_person":
+        raise ValueError(f"center='pair' needs a two_person layout; {ds.name} is {ds.layout!r}")
+    if center == "wrist" and ds.layout == "two_person":
+        raise ValueError(f"center='wrist' needs one skeleton; {ds.name} is two_person (use 'pair')")
+    if scale == "bone" and not ds.edges:
+        raise ValueError(f"scale='bone' needs edges; {ds.name} has none (use 'std')")
+    frames = _Frames(ds)
+    x = _center(frames, center, ds.root_joint) / _size(frames, scale, ds.edges or [])[frames.seg, None, None]
+    grid = torch.linspace(0, 1, cfg.frames, dtype=torch.float64)
+    x = _lerp(x, frames.start[:, None] + (frames.length - 1)[:, None] * grid, frames.last[:, None])
+    if cfg.velocity:
+        x = torch.cat([x, velocity(x)], dim=-1)
+    return x.float()
+
+
+class _Frames:
+    """All frames of a dataset in one (sum T_i, V, C) float64 tensor, with each frame's sequence."""
+
+    def __init__(self, ds: SkeletonDataset):
+        self.x = torch.from_numpy(np.concatenate(ds.sequences).astype(np.float64, copy=False))
+        self.length = torch.from_numpy(ds.lengths)
+        self.start = torch.cumsum(self.length, 0) - self.length
+        self.last = self.start + self.length - 1
+        self.seg = torch.repeat_interleave(torch.arange(len(self.length)), self.length)
+
+    def mean(self, values: torch.Tensor) -> torch.Tensor:
+        """Per-sequence mean over frames of per-frame `values` (sum T_i, ...) -> (N, ...)."""
+        total = torch.zeros((len(self.length),) + values.shape[1:], dtype=values.dtype)
+        total.index_add_(0, self.seg, values)
+        return total / self.length.view(-1, *[1] * (values.dim() - 1))
+
+
+def _center(f: _Frames, mode: str, root: int) -> torch.Tensor:
+    """Remove the translation that carries no class information (where the subject stands)."""
+    x, first = f.x, f.x[f.start]
+    if mode == "wrist":  # hand shape relative to the wrist; the wrist's own motion from its start
+        out = x - x[:, root : root + 1]
+        out[:, root] = x[:, root] - first[f.seg, root]
+        return out
+    if mode == "pair":  # both bodies relative to the first-frame midpoint of their root joints
+        mid = (first[:, root] + first[:, x.shape[1] // 2 + root]) / 2
+        return x - mid[f.seg, None]
+    if mode == "sequence":
+        return x - f.mean(x.mean(dim=1))[f.seg, None]
+    return x
+
+
+def _size(f: _Frames, mode: str, edges: list[tuple[int, int]]) -> torch.Tensor:
+    """Each sequence's own size (N,), so that units (mm, [0, 1]) and subject size do not matter."""
+    x = f.x
+    if mode == "bone":
+        a, b = torch.tensor(edges).T
+        s = f.mean((x[:, a] - x[:, b]).norm(dim=-1).mean(dim=1))
+    elif mode == "std":  # RMS distance of the joints from their per-frame centroid
+        s = f.mean((x - x.mean(dim=1, keepdim=True)).pow(2).sum(-1).mean(dim=1)).sqrt()
+    else:
+        s = torch.ones(len(f.length), dtype=x.dtype)
+    return torch.where(s > _TINY, s, 1.0)
+
+
+def resample(x: torch.Tensor, frames: int) -> torch.Tensor:
+    """(T, V, C) -> (frames, V, C) by linear interpolation over time; first and last frames kept
+    (for frames >= 2); works for any T >= 1, shorter or longer than `frames`."""
+    pos = torch.linspace(0, len(x) - 1, frames, dtype=torch.float64)
+    return _lerp(x, pos, torch.tensor(len(x) - 1))
+
+
+def _lerp(x: torch.Tensor, pos: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """Frames of x (T, V, C) at fractional indices pos (..., F), each row never reading past its
+    `last` frame (broadcast to pos) -> (..., F, V, C)."""
+    i0 = torch.minimum(pos.floor().long(), last)
+    i1 = torch.minimum(i0 + 1, last)
+    w = (pos - i0).to(x.dtype)[..., None, None]
+    return x[i0] * (1 - w) + x[i1] * w
+
+
+def velocity(x: torch.Tensor) -> torch.Tensor:
+    """Frame differences along time (dim 1), zero at the first frame."""
+    v = torch.zeros_like(x)
+    v[:, 1:] = x[:, 1:] - x[:, :-1]
+    return v
+
+
+def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    """Randomly transform a batch (B, T, V, C'); the same generator state gives the same output.
+
+    Rotation and scaling act on every group of 3 channels alike, so velocity channels stay the
+    velocities of the transformed positions."""
+    if cfg.is_identity:
+        return x
+    b, t, v, c = x.shape
+
+    def uniform(*shape: int) -> torch.Tensor:  # in [-1, 1), drawn on the generator's device
+        u = torch.rand(*shape, generator=generator, device=generator.device, dtype=x.dtype)
+        return (2 * u - 1).to(x.device)
+
+    if cfg.time_warp and t > 1:
+        u = (uniform(b, 2) + 1) / 2
+        span = (t - 1) * (1 - cfg.time_warp * u[:, 0])
+        start = u[:, 1] * ((t - 1) - span)
+        grid = torch.linspace(0, 1, t, device=x.device, dtype=x.dtype)
+        offset = torch.arange(b, device=x.device)[:, None] * t  # the batch as one run of b * t frames
+        pos = offset + start[:, None] + span[:, None] * grid
+        x = _lerp(x.reshape(b * t, v, c), pos, offset + t - 1)
+    if cfg.rotate:
+        if c % 3:
+            raise ValueError(f"rotation needs channels in groups of 3 (x, y, z), got C={c}")
+        angle = uniform(b) * math.radians(cfg.rotate)
+        i, j = (cfg.axis + 1) % 3, (cfg.axis + 2) % 3  # the plane the rotation turns
+        rot = torch.eye(3, dtype=x.dtype, device=x.device).repeat(b, 1, 1)
+        rot[:, i, i] = rot[:, j, j] = angle.cos()
+        rot[:, i, j], rot[:, j, i] = -angle.sin(), angle.sin()
+        x = torch.einsum("btvgk,bjk->btvgj", x.reshape(b, t, v, c // 3, 3), rot).reshape(b, t, v, c)
+    if cfg.scale:
+        x = x * (1 + cfg.scale * uniform(b)).view(b, 1, 1, 1)
+    if cfg.noise:
+        noise = torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype)
+        x = x + cfg.noise * noise.to(x.device)
+    return x

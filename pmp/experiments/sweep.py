@@ -1,0 +1,322 @@
+"""Run every run of a sweep, locally in worker processes or on a Ray cluster, resumably.
+
+A run is finished when its folder holds a parseable `metrics.json` (the runner writes it last,
+atomically), so the file system is the only state: an interrupted or crashed sweep is resumed by
+running it again, finished runs are skipped, and unfinished ones restart in their folder (the runner
+resumes from its own checkpoints). A failing run leaves `error.txt` and never stops the sweep.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import multiprocessing
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
+
+from tqdm.auto import tqdm
+
+from .grid import SweepSpec, RunSpec, expand_grid, load_sweep
+
+if TYPE_CHECKING:
+    from pmp.training.config import ExperimentConfig
+
+Runner = Callable[["ExperimentConfig", Path], dict]
+METRICS = "metrics.json"
+ERROR = "error.txt"
+RUN_INFO = "run.json"
+SUMMARY = "sweep.json"
+DEFAULT_LOCAL_WORKERS = 2
+LTH_DEFAULT_ROUNDS = 3  # pmp.pruning.lottery: LTH trains rounds + 1 times the configured epochs
+
+
+def run_experiment(cfg: ExperimentConfig, run_dir: Path) -> dict:
+    """The default runner, imported when a worker first needs it so that the sweep starts fast."""
+    from pmp.training import run_experiment as train
+
+    return train(cfg, run_dir)
+
+
+def read_metrics(run_dir: Path) -> dict | None:
+    """The run's metrics if it finished, else None (missing or unreadable metrics.json)."""
+    try:
+        return json.loads((run_dir / METRICS).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def estimated_cost(cfg: ExperimentConfig) -> int:
+    """Total training epochs: long runs start first so that the workers finish together."""
+    if cfg.pruning.method == "lth":
+        return cfg.train.epochs * (int(cfg.pruning.options.get("rounds", LTH_DEFAULT_ROUNDS)) + 1)
+    return cfg.train.epochs
+
+
+def execute(runner: Runner, cfg: ExperimentConfig, run_dir: str, threads: int) -> dict:
+    """One run inside a worker: never raises, so one bad run cannot take the sweep down."""
+    start = time.perf_counter()
+    path = Path(run_dir)
+    try:
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        runner(cfg, path)
+        if read_metrics(path) is None:
+            raise RuntimeError(f"the runner returned without writing {path / METRICS}")
+    except Exception as e:  # noqa: BLE001 - recorded, the sweep goes on; Ctrl-C still stops it
+        (path / ERROR).write_text(traceback.format_exc())
+        return {"status": "failed", "wall_s": time.perf_counter() - start, "error": f"{type(e).__name__}: {e}"}
+    return {"status": "done", "wall_s": time.perf_counter() - start, "error": None}
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    status: str  # done (ran now) | skipped (finished earlier) | failed | pending (not reached)
+    wall_s: float | None = None
+    error: str | None = None  # "Type: message"; the traceback is in <run>/error.txt
+
+
+@dataclass
+class SweepResult:
+    name: str
+    out_dir: Path
+    runs: list[RunOutcome] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.runs)
+
+    @property
+    def failed(self) -> list[RunOutcome]:
+        return [r for r in self.runs if r.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.status in ("done", "skipped") for r in self.runs)
+
+    def summary(self) -> str:
+        """What the CLI prints: counts, where the details are, and one line per failed run."""
+        counts = ", ".join(f"{self.count(s)} {s}" for s in ("done", "skipped", "failed", "pending") if self.count(s))
+        lines = [f"sweep {self.name}: {len(self.runs)} runs ({counts or 'none'}) -> {self.out_dir / SUMMARY}"]
+        lines += [f"  FAILED {r.run_id}: {r.error} (see {self.out_dir / r.run_id / ERROR})" for r in self.failed]
+        return "\n".join(lines)
+
+
+@dataclass
+class _Job:
+    run: RunSpec
+    cfg: ExperimentConfig
+    run_dir: Path
+
+
+class _Backend(Protocol):
+    capacity: int
+
+    def submit(self, job: _Job) -> Any: ...
+
+    def wait(self, handles: Iterable[Any]) -> list[tuple[Any, dict | BaseException]]:
+        """At least one finished handle, with its result or the error that lost it (e.g. a dead worker)."""
+
+    def close(self, cancel: bool) -> None: ...
+
+
+class _LocalBackend:
+    """Worker processes (spawned: no fork of a process holding torch threads), one run per process."""
+
+    def __init__(self, runner: Runner, workers: int):
+        self.runner, self.capacity = runner, workers
+        self.threads = 1 if workers > 1 else 0
+        self.pool = self._new_pool() if workers > 1 else None
+
+    def _new_pool(self) -> cf.ProcessPoolExecutor:
+        ctx = multiprocessing.get_context("spawn")
+        return cf.ProcessPoolExecutor(self.capacity, mp_context=ctx, max_tasks_per_child=1)
+
+    def submit(self, job: _Job) -> cf.Future:
+        args = (self.runner, job.cfg, str(job.run_dir), self.threads)
+        if self.pool is None:  # serial: in-process, debuggable
+            future: cf.Future = cf.Future()
+            future.set_result(execute(*args))
+            return future
+        try:
+            return self.pool.submit(execute, *args)
+        except cf.process.BrokenProcessPool:  # a worker died (e.g. out of memory): start afresh
+            self.pool = self._new_pool()
+            return self.pool.submit(execute, *args)
+
+    def wait(self, handles: Iterable[cf.Future]) -> list[tuple[cf.Future, dict | BaseException]]:
+        done, _ = cf.wait(list(handles), return_when=cf.FIRST_COMPLETED)
+        return [(f, f.exception() or f.result()) for f in done]
+
+    def close(self, cancel: bool) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
+
+
+class _RayBackend:
+    """Ray tasks of one CPU each; connects to `address` ("auto", "ray://...") or starts a local Ray."""
+
+    def __init__(self, runner: Runner, workers: int | None, address: str | None):
+        try:
+            import ray
+        except ImportError as e:
+            raise RuntimeError("the Ray backend needs Ray: pip install 'pmp[ray]'") from e
+        self.ray, self.runner = ray, runner
+        self.owns_ray = not ray.is_initialized()
+        if self.owns_ray:
+            ray.init(address=address)
+        self.capacity = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.remote = ray.remote(num_cpus=1)(execute)  # retried if a node dies: runs resume
+        self.in_flight: set[Any] = set()
+
+    def submit(self, job: _Job) -> Any:
+        ref = self.remote.remote(self.runner, job.cfg, str(job.run_dir), 1)
+        self.in_flight.add(ref)
+        return ref
+
+    def wait(self, handles: Iterable[Any]) -> list[tuple[Any, dict | BaseException]]:
+        (ref,), _ = self.ray.wait(list(handles), num_returns=1)
+        self.in_flight.discard(ref)
+        try:
+            return [(ref, self.ray.get(ref))]
+        except Exception as e:  # noqa: BLE001 - the worker or its node died, or the task could not load
+            return [(ref, e)]
+
+    def close(self, cancel: bool) -> None:
+        if cancel:  # interrupted: a Ray we do not own would otherwise keep training
+            for ref in self.in_flight:
+                self.ray.cancel(ref)
+        if self.owns_ray:
+            self.ray.shutdown()
+
+
+def build_configs(spec: SweepSpec, runs: list[RunSpec], data_root: str | None = None) -> list[ExperimentConfig]:
+    """Every run's full config, built before anything runs so that a bad override fails at once.
+
+    `data_root` (machine-specific, so not in the sweep file) sets `data.root` of every run."""
+    from pmp.training.config import ConfigError, ExperimentConfig, apply_overrides, load_config
+
+    base = load_config(spec.base) if spec.base else ExperimentConfig()
+    if data_root is not None:
+        base = apply_overrides(base, {"data.root": data_root})
+    configs = []
+    for run in runs:
+        try:
+            configs.append(apply_overrides(base, run.overrides))
+        except ConfigError as e:
+            raise ConfigError(f"sweep {spec.name}, run {run.run_id}: {e}") from e
+    return configs
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _write_summary(spec: SweepSpec, out_dir: Path, outcomes: dict[str, RunOutcome], meta: dict) -> None:
+    counts = {s: sum(o.status == s for o in outcomes.values()) for s in ("done", "skipped", "failed", "pending")}
+    runs = [
+        {**vars(o), "error_file": f"{o.run_id}/{ERROR}" if o.status == "failed" else None}
+        for o in outcomes.values()
+    ]
+    _write_json(out_dir / SUMMARY, {"name": spec.name, "base": spec.base, **meta, "counts": counts, "runs": runs})
+
+
+def run_sweep(
+    spec: SweepSpec | str | Path,
+    out_dir: str | Path | None = None,
+    workers: int | None = None,
+    backend: str = "local",
+    ray_address: str | None = None,
+    runner: Runner = run_experiment,
+    progress: bool = True,
+    data_root: str | None = None,
+) -> SweepResult:
+    """Run every unfinished run of a sweep; returns per-run outcomes (also written to `sweep.json`).
+
+    `workers`: local processes (default 2; 1 = serial, in this process) or, with Ray, the most
+    tasks in flight (default: the cluster's CPUs). `runner` must be picklable (a module-level function).
+    `data_root` sets `data.root` of every run.
+    """
+    if backend not in ("local", "ray"):
+        raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
+    spec = spec if isinstance(spec, SweepSpec) else load_sweep(spec)
+    out = (Path(out_dir) if out_dir is not None else spec.out).resolve()  # Ray workers have another cwd
+    runs = expand_grid(spec)
+    configs = build_configs(spec, runs, data_root)
+    out.mkdir(parents=True, exist_ok=True)
+
+    outcomes = {r.run_id: RunOutcome(r.run_id, "pending") for r in runs}
+    jobs = []
+    for run, cfg in zip(runs, configs):
+        run_dir = out / run.run_id
+        if read_metrics(run_dir) is not None:
+            outcomes[run.run_id].status = "skipped"
+            continue
+        run_dir.mkdir(exist_ok=True)
+        for stale in (METRICS, ERROR):  # an unreadable metrics.json or an old failure
+            (run_dir / stale).unlink(missing_ok=True)
+        _write_json(run_dir / RUN_INFO, {"run_id": run.run_id, "axes": run.axes, "overrides": run.overrides})
+        jobs.append(_Job(run, cfg, run_dir))
+    jobs.sort(key=lambda j: -estimated_cost(j.cfg))  # stable: grid order among equals
+
+    meta = {
+        "backend": backend,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    bar = tqdm(total=len(runs), initial=len(runs) - len(jobs), desc=spec.name, unit="run", disable=not progress)
+    engine: _Backend | None = None
+    cancel = True
+    try:
+        if jobs:
+            engine = (
+                _RayBackend(runner, workers, ray_address)
+                if backend == "ray"
+                else _LocalBackend(runner, workers or DEFAULT_LOCAL_WORKERS)
+            )
+            meta["workers"] = engine.capacity
+            _drive(engine, jobs, outcomes, bar, lambda: _write_summary(spec, out, outcomes, meta))
+        cancel = False
+    finally:
+        if engine is not None:
+            engine.close(cancel)
+        bar.close()
+        meta["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        _write_summary(spec, out, outcomes, meta)
+    return SweepResult(spec.name, out, list(outcomes.values()))
+
+
+def _drive(
+    engine: _Backend, jobs: list[_Job], outcomes: dict[str, RunOutcome], bar: tqdm, checkpoint: Callable[[], None]
+) -> None:
+    """Keep `engine.capacity` runs in flight, most expensive first; record each result as it lands."""
+    queue = list(reversed(jobs))
+    in_flight: dict[Any, _Job] = {}
+    failed = 0
+    while queue or in_flight:
+        while queue and len(in_flight) < engine.capacity:
+            job = queue.pop()
+            in_flight[engine.submit(job)] = job
+            bar.set_postfix(running=len(in_flight), failed=failed)
+        for handle, result in engine.wait(in_flight):
+            job = in_flight.pop(handle)
+            if isinstance(result, BaseException):  # failed outside `execute` (dead worker...): no error.txt yet
+                (job.run_dir / ERROR).write_text("".join(traceback.format_exception(result)))
+                last = (str(result).strip().splitlines() or [type(result).__name__])[-1]
+                result = {"status": "failed", "wall_s": None, "error": f"outside the runner: {last}"}
+            outcome = outcomes[job.run.run_id]
+            outcome.status, outcome.wall_s, outcome.error = result["status"], result["wall_s"], result["error"]
+            if outcome.status == "failed":
+                failed += 1
+                if not bar.disable:
+                    bar.write(f"FAILED {job.run.run_id}: {outcome.error} (see {job.run_dir / ERROR})")
+            bar.update()
+            bar.set_postfix(running=len(in_flight), failed=failed)
+            checkpoint()

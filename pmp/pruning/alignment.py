@@ -1,0 +1,101 @@
+"""Differentiable distances between the latent weights' distribution P and the prior Q.
+
+Both terms see a random subsample of each group's weights (`subsample`): sorting or binning a
+million weights every step made training 5.6x slower than dense in the prototype, while 4,096 draws
+estimate a distribution to about 1/sqrt(4096) = 1.6% and cost well under a millisecond. Each term is
+scale-free (0 when P = Q up to sampling noise, order 1 when P is a differently scaled Q), so one
+lambda suits every layer.
+
+- `KLAlignment`: KL(P || Q) over fixed bins (equal-mass under Q, plus the band edges +-a(r), so the
+  mass inside the band is one of the matched quantities). P is a soft histogram: a weight counts as
+  below an edge e with weight sigmoid((e - w) / h), h = bandwidth * std(Q).
+- `WassersteinAlignment`: the squared 1-D Wasserstein-2 distance between the magnitudes: sorted
+  subsample against the quantiles of |Q| at the plotting positions (i + 1/2) / m, over var(Q).
+  Every sampled weight gets a pull towards its own target quantile, wherever it sits.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Sequence
+
+import torch
+
+from .priors import Prior
+
+
+def subsample(tensors: Sequence[torch.Tensor], size: int, generator: torch.Generator | None) -> torch.Tensor:
+    """`size` entries drawn uniformly with replacement from the pooled tensors (all of them, in
+    order, when there are no more than `size`). Differentiable with respect to the tensors."""
+    flats = [t.reshape(-1) for t in tensors]
+    n = sum(f.numel() for f in flats)
+    if n <= size:
+        return torch.cat(flats) if len(flats) > 1 else flats[0]
+    device = flats[0].device
+    idx = torch.randint(0, n, (size,), generator=generator, device=device)
+    if len(flats) == 1:
+        return flats[0].index_select(0, idx)
+    starts = torch.tensor([0] + [f.numel() for f in flats], device=device).cumsum(0)
+    owner = torch.bucketize(idx, starts[1:], right=True)
+    return torch.cat([f.index_select(0, idx[owner == i] - starts[i]) for i, f in enumerate(flats)])
+
+
+class Alignment:
+    """A distance D(P || Q) between the sampled weights and the prior; called on a subsample."""
+
+    name: ClassVar[str]
+
+    def __init__(self, prior: Prior, rate: float):
+        self.prior, self.rate = prior, rate
+
+    def __call__(self, w: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class KLAlignment(Alignment):
+    name = "kl"
+
+    def __init__(self, prior: Prior, rate: float, bins: int = 32, bandwidth: float = 0.05):
+        super().__init__(prior, rate)
+        probs = {j / bins for j in range(1, bins)}
+        if 0.0 < rate < 1.0:
+            probs |= {(1.0 - rate) / 2.0, (1.0 + rate) / 2.0}
+        cdf = torch.tensor(sorted(probs), dtype=torch.float64)
+        self.edges = prior.quantile(cdf)  # (K-1,) finite: every bin has positive mass under Q
+        self.q_mass = torch.diff(cdf, prepend=cdf.new_zeros(1), append=cdf.new_ones(1))
+        self.width = bandwidth * prior.std
+
+    def __call__(self, w: torch.Tensor) -> torch.Tensor:
+        edges = self.edges.to(w.device, w.dtype)
+        below = torch.sigmoid((edges - w.unsqueeze(1)) / self.width).mean(0)  # soft P(w < e)
+        zero, one = below.new_zeros(1), below.new_ones(1)
+        p = torch.diff(below, prepend=zero, append=one).clamp_min(1e-12)
+        q = self.q_mass.to(w.device, w.dtype)
+        return (p * (p / q).log()).sum()
+
+
+class WassersteinAlignment(Alignment):
+    name = "wasserstein"
+
+    def __init__(self, prior: Prior, rate: float):
+        super().__init__(prior, rate)
+        self._targets: dict[int, torch.Tensor] = {}  # by sample size (fixed per group in practice)
+
+    def targets(self, m: int) -> torch.Tensor:
+        if m not in self._targets:
+            pos = (torch.arange(m, dtype=torch.float64) + 0.5) / m
+            self._targets[m] = self.prior.magnitude_quantile(pos)
+        return self._targets[m]
+
+    def __call__(self, w: torch.Tensor) -> torch.Tensor:
+        mags = torch.sort(w.abs()).values
+        t = self.targets(mags.numel()).to(w.device, w.dtype)
+        return (mags - t).square().mean() / self.prior.std**2
+
+
+ALIGNMENTS: dict[str, type[Alignment]] = {cls.name: cls for cls in (KLAlignment, WassersteinAlignment)}
+
+
+def make_alignment(name: str, prior: Prior, rate: float) -> Alignment:
+    if name not in ALIGNMENTS:
+        raise KeyError(f"unknown alignment {name!r}; available: {', '.join(sorted(ALIGNMENTS))}")
+    return ALIGNMENTS[name](prior, rate)

@@ -1,0 +1,256 @@
+"""Probabilistic Magnitude Pruning (Sahbi, 2023): train weights and topology jointly.
+
+Every prunable tensor is reparametrized as W = W^ * psi(W^) (bandstop.py): psi shuts the band
+|w| < a and its sharpness s is annealed, so the soft network becomes the pruned one. A penalty
+lam * D(P || Q) (alignment.py) pulls the latent weights' distribution P towards a fixed prior Q
+(priors.py), under which exactly a fraction r of the weights has |w| < a_Q(r).
+
+Band edge. With edge="prior", a = a_Q(r), the paper's reading: the rate is met only as far as P
+matches Q, and in a 98%-sparse layer a one-point miss halves what survives. With edge="empirical"
+(default), a is the exact r-quantile of |W^| after every step (per tensor, or over all targets for
+scope="global"), so the soft mask always prunes exactly the weights `finalize()` will prune, and
+the prior term only shapes the distribution.
+
+    pruner = PMP(model, rate=0.98, prior="gaussian")
+    loss = task_loss + pruner.penalty(); loss.backward(); opt.step()
+    pruner.step(progress)                      # progress in [0, 1]
+    masks = pruner.finalize()                  # exactly round(r * N) zeros
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .alignment import ALIGNMENTS, Alignment, make_alignment, subsample
+from .bandstop import BandStop
+from .base import Pruner, register_method
+from .masks import kept_count
+from .priors import Prior, make_prior, matched_prior
+
+DEFAULT_ALIGNMENT = "wasserstein"
+
+
+def exact_edge(tensors: list[torch.Tensor], rate: float) -> float:
+    """Midpoint between the k-th and (k+1)-th smallest |w| over `tensors`, k = round(rate N):
+    the threshold that prunes exactly what exact top-k prunes (bar ties at the edge).
+
+    On CPU, numpy's in-place introselect: about 1.3 ms on 1M weights, 10x faster than torch.kthvalue."""
+    flat = [t.detach().reshape(-1) for t in tensors]
+    mags = (torch.cat(flat) if len(flat) > 1 else flat[0]).abs()  # a fresh tensor, free to reorder
+    n = mags.numel()
+    k = n - kept_count(rate, n)
+    if k == 0:
+        return float(mags.min()) / 2.0
+    if k == n:
+        return 2.0 * float(mags.max()) + 1.0
+    if mags.device.type == "cpu":
+        part = mags.float().numpy()
+        part.partition(k - 1)  # part[k-1] is the k-th smallest, everything after it is >= it
+        lo, hi = float(part[k - 1]), float(part[k:].min())
+    else:
+        lo, hi = (float(torch.kthvalue(mags, j).values) for j in (k, k + 1))
+    return (lo + hi) / 2.0
+
+
+@dataclass
+class _Group:
+    """Tensors sharing one prior and one band edge: one tensor (scope="layer") or all (global)."""
+
+    names: list[str]
+    prior: Prior
+    align: Alignment
+    edge: float = 0.0
+    sharpness: float = 1.0
+
+
+@register_method
+class PMP(Pruner):
+    """Band-stop parametrization + prior alignment + annealed sharpness; exact top-k at the end.
+
+    Sharpness s = s_rel / std(Q) with s_rel geometric in progress from `s_start` to `s_end`: in
+    units of each tensor's prior scale, so one schedule fits layers of any fan-in. `prior_scale`
+    None matches each prior's std to the weights' RMS at attach time (see priors.py)."""
+
+    name = "pmp"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        rate: float,
+        scope: str = "layer",
+        *,
+        prior: str = "gaussian",
+        prior_scale: float | None = None,
+        alignment: str = DEFAULT_ALIGNMENT,
+        lam: float = 1.0,
+        s_start: float = 1.0,
+        s_end: float = 1e4,
+        edge: str = "empirical",
+        subsample: int = 4096,
+        seed: int = 0,
+        include: list[str] | None = None,
+        exclude: list[str] | tuple[str, ...] = (),
+        exclude_last: bool = True,
+    ):
+        super().__init__(model, rate, scope, include, exclude, exclude_last)
+        if edge not in ("empirical", "prior"):
+            raise ValueError(f"pmp: edge must be 'empirical' or 'prior', got {edge!r}")
+        if alignment not in ALIGNMENTS:
+            raise KeyError(f"pmp: unknown alignment {alignment!r}; available: {', '.join(sorted(ALIGNMENTS))}")
+        if not 0 < s_start <= s_end:
+            raise ValueError(f"pmp: need 0 < s_start <= s_end, got {s_start}, {s_end}")
+        if lam < 0 or subsample < 1:
+            raise ValueError(f"pmp: need lam >= 0 and subsample >= 1, got {lam}, {subsample}")
+        self.prior_name, self.alignment_name, self.edge_rule = prior, alignment, edge
+        self.lam, self.s_start, self.s_end, self.subsample = float(lam), float(s_start), float(s_end), int(subsample)
+        self.generator = torch.Generator(device=self.latent(self.targets[0].name).device).manual_seed(seed)
+        names = [[t.name] for t in self.targets] if scope == "layer" else [[t.name for t in self.targets]]
+        scales = [
+            prior_scale if prior_scale is not None else matched_prior(prior, self._latents(ns)).scale for ns in names
+        ]
+        self._groups = self._make_groups(names, scales)
+        self._bandstops: dict[str, BandStop] = {}
+        for t in self.targets:
+            band = BandStop(self.latent(t.name))
+            parametrize.register_parametrization(self.module_of(t.name), t.param, band)
+            self._bandstops[t.name] = band
+        self.progress = 0.0
+        self._schedule()
+
+    def _make_groups(self, names: list[list[str]], scales: list[float]) -> list[_Group]:
+        groups = []
+        for ns, scale in zip(names, scales):
+            q = make_prior(self.prior_name, scale)
+            groups.append(_Group(ns, q, make_alignment(self.alignment_name, q, self.rate)))
+        return groups
+
+    def _latents(self, names: list[str]) -> list[torch.Tensor]:
+        return [self.latent(n) for n in names]
+
+    @property
+    def priors(self) -> dict[str, Prior]:
+        """The prior of each target (shared by all targets under scope="global")."""
+        return {n: g.prior for g in self._groups for n in g.names}
+
+    # ----------------------------------------------------------------- training hooks
+    def penalty(self) -> torch.Tensor:
+        """lam * mean over groups of D(P || Q) on a random subsample of each group's latent weights."""
+        device = self.latent(self.targets[0].name).device
+        if self.finalized or self.lam == 0.0:
+            return torch.zeros((), device=device)
+        terms = [g.align(subsample(self._latents(g.names), self.subsample, self.generator)) for g in self._groups]
+        return self.lam * torch.stack(terms).mean()
+
+    def step(self, progress: float) -> bool:
+        if self.finalized:
+            return super().step(progress)
+        self.progress = min(max(float(progress), 0.0), 1.0)
+        self._schedule()
+        return False
+
+    def sharpness_at(self, progress: float) -> float:
+        """s_rel(progress): geometric from s_start to s_end, in units of 1 / std(Q)."""
+        return self.s_start * (self.s_end / self.s_start) ** progress
+
+    @torch.no_grad()
+    def _schedule(self) -> None:
+        """Set every group's sharpness and band edge for the current progress."""
+        s_rel = self.sharpness_at(self.progress)
+        for g in self._groups:
+            g.sharpness = s_rel / g.prior.std
+            if self.edge_rule == "empirical":
+                g.edge = exact_edge(self._latents(g.names), self.rate)
+            else:
+                g.edge = g.prior.band_edge(self.rate)
+            for n in g.names:
+                self._bandstops[n].set(g.edge, g.sharpness)
+
+    # ----------------------------------------------------------------- diagnostics
+    @torch.no_grad()
+    def prior_mismatch(self) -> dict[str, Any]:
+        """Fraction of latent weights with |W^| < a_Q(r), per tensor and overall, against r.
+
+        How far P is from Q where it matters: with edge="prior" the hard mask prunes round(r N)
+        weights while the soft network pruned only this fraction."""
+        per: dict[str, float] = {}
+        below = 0
+        for g in self._groups:
+            a = g.prior.band_edge(self.rate)
+            for n in g.names:
+                count = int((self.latent(n).abs() < a).sum())
+                per[n] = count / self.latent(n).numel()
+                below += count
+        return {"rate": self.rate, "overall": below / self.numel(), "per_tensor": per}
+
+    @torch.no_grad()
+    def soft_to_hard(self) -> dict[str, Any]:
+        """How far the soft network is from the one `finalize()` would give.
+
+        psi_in_band / psi_out_band: mean psi over |W^| < a and over the rest (0 and 1 when crisp);
+        relative_gap: ||W^ psi - W^ m|| / ||W^ psi||, m the exact top-k masks of finalize()."""
+        if self.finalized:
+            raise RuntimeError("pmp: soft_to_hard() needs the soft network; the pruner is finalized")
+        masks = self.compute_masks(self.final_scores())
+        per: dict[str, dict[str, float]] = {}
+        sums = {"in": 0.0, "n_in": 0, "out": 0.0, "n_out": 0, "gap": 0.0, "soft": 0.0}
+        for g in self._groups:
+            for n in g.names:
+                w = self.latent(n)
+                psi = self._bandstops[n].gate(w)
+                band = w.abs() < g.edge
+                psi_in, psi_out = float(psi[band].sum()), float(psi[~band].sum())
+                n_in = int(band.sum())
+                n_out = w.numel() - n_in
+                per[n] = {"psi_in_band": psi_in / max(n_in, 1), "psi_out_band": psi_out / max(n_out, 1)}
+                soft = w * psi
+                sums["gap"] += float((soft - w * masks[n]).square().sum())
+                sums["soft"] += float(soft.square().sum())
+                for key, value in (("in", psi_in), ("n_in", n_in), ("out", psi_out), ("n_out", n_out)):
+                    sums[key] += value
+        return {
+            "psi_in_band": sums["in"] / max(sums["n_in"], 1),
+            "psi_out_band": sums["out"] / max(sums["n_out"], 1),
+            "relative_gap": math.sqrt(sums["gap"] / sums["soft"]) if sums["soft"] > 0 else 0.0,
+            "per_tensor": per,
+            "prior_mismatch": self.prior_mismatch(),
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(), "prior": self.prior_name, "alignment": self.alignment_name, "lam": self.lam,
+            "s_start": self.s_start, "s_end": self.s_end, "edge": self.edge_rule, "subsample": self.subsample,
+            "prior_scales": {n: q.scale for n, q in self.priors.items()},
+        }
+
+    # ----------------------------------------------------------------- checkpoints
+    def extra_state(self) -> dict[str, Any]:
+        """Schedule state, prior scales (fixed at attach time) and the subsampling RNG, so a
+        restored run continues exactly as an uninterrupted one."""
+        return {
+            "progress": self.progress,
+            "finalized": self.finalized,
+            "scales": [g.prior.scale for g in self._groups],
+            "edges": [g.edge for g in self._groups],
+            "sharpness": [g.sharpness for g in self._groups],
+            "generator": self.generator.get_state(),
+        }
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.progress = float(state["progress"])
+        self._groups = self._make_groups([g.names for g in self._groups], [float(s) for s in state["scales"]])
+        for g, a, s in zip(self._groups, state["edges"], state["sharpness"]):
+            g.edge, g.sharpness = float(a), float(s)
+            for n in g.names:
+                self._bandstops[n].set(g.edge, g.sharpness)
+        self.generator.set_state(state["generator"].to(torch.uint8).cpu())
+        if state["finalized"] and not self.finalized:
+            for t in self.targets:
+                parametrize.remove_parametrizations(self.module_of(t.name), t.param, leave_parametrized=False)
+            self.finalized = True

@@ -1,0 +1,319 @@
+"""One run: data -> model -> pruning method -> training -> finalisation -> metrics, in a run folder.
+
+Run folder (CTR-GCN/PYSKL style work dir):
+  config.yaml        the resolved config
+  log.csv            one row per epoch (loss, penalty, train/test accuracy, lr, time)
+  checkpoints/       last.safetensors + last.json (resume point, atomic)
+  model.json         how to rebuild the model (name, kwargs, classes, preprocessing)
+  model.safetensors  final weights, pruned entries exactly zero
+  masks.safetensors  the final boolean masks by parameter name
+  metrics.json       written last: its presence means the run finished
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from pmp.data import augment, load_dataset, preprocess
+from pmp.models import create_model
+from pmp.pruning.base import Pruner, create_pruner
+from pmp.pruning.report import sparsity_report
+
+from .checkpoint import atomic_write_json, load_checkpoint, save_checkpoint, save_tensors
+from .config import ExperimentConfig, save_config
+from .metrics import classification_metrics
+
+log = logging.getLogger(__name__)
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+LOG_FIELDS = ["epoch", "lr", "loss", "penalty", "train_acc", "test_class_avg_acc", "time_s"]
+
+
+def make_optimizer(params: list[nn.Parameter], cfg: ExperimentConfig) -> torch.optim.Optimizer:
+    t = cfg.train
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=True)
+    raise ValueError(f"train.optimizer: unknown optimizer {t.optimizer!r} (adam, adamw, sgd)")
+
+
+def lr_at(cfg: ExperimentConfig, phase_progress: float) -> float:
+    """Learning rate within a training phase (LTH restarts the schedule at each rewind)."""
+    if cfg.train.schedule == "constant":
+        return cfg.train.lr
+    if cfg.train.schedule == "cosine":
+        return cfg.train.lr * 0.5 * (1.0 + math.cos(math.pi * min(phase_progress, 1.0)))
+    raise ValueError(f"train.schedule: unknown schedule {cfg.train.schedule!r} (cosine, constant)")
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    out = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    model.train(was_training)
+    return out
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int):
+    pred = predict_logits(model, x).argmax(1)
+    return classification_metrics(y.numpy(), pred.numpy(), num_classes)
+
+
+def latent_histogram(pruner: Pruner, bins: int = 80) -> dict[str, Any]:
+    """Histogram of the largest prunable tensor's latent weights (and the prior's density, if any)."""
+    target = max(pruner.targets, key=lambda t: t.numel)
+    w = pruner.latent(target.name).detach().flatten().float()
+    edge = float(4 * w.std()) or 1.0
+    hist = torch.histc(w, bins=bins, min=-edge, max=edge) / (w.numel() * (2 * edge / bins))
+    centers = torch.linspace(-edge, edge, bins + 1)[:-1] + edge / bins
+    out: dict[str, Any] = {"layer": target.name, "centers": centers.tolist(), "density": hist.tolist()}
+    prior = getattr(pruner, "priors", {}).get(target.name) if hasattr(pruner, "priors") else None
+    if prior is not None:
+        out["prior_density"] = prior.pdf(centers).tolist()
+        out["band_edge"] = float(prior.band_edge(pruner.rate))
+    return out
+
+
+class _Run:
+    """State of one training run; `run_experiment` is the public entry point."""
+
+    def __init__(self, cfg: ExperimentConfig, run_dir: Path, progress: bool):
+        self.cfg, self.run_dir, self.progress = cfg, run_dir, progress
+        if cfg.train.threads > 0:
+            torch.set_num_threads(cfg.train.threads)
+        torch.manual_seed(cfg.train.seed)
+        np.random.seed(cfg.train.seed)
+
+        ds = load_dataset(cfg.data.name, cfg.data.root, **cfg.data.options)
+        self.dataset = ds
+        self.split = ds.split(cfg.data.split)
+        x = preprocess(ds, cfg.preprocess)
+        y = torch.as_tensor(ds.labels)
+        tr, te = torch.as_tensor(self.split.train), torch.as_tensor(self.split.test)
+        self.x_train, self.y_train, self.x_test, self.y_test = x[tr], y[tr], x[te], y[te]
+        self.num_classes = ds.num_classes
+
+        self.model_kwargs = dict(
+            num_nodes=x.shape[2], in_frames=x.shape[1], in_channels=x.shape[3], num_classes=ds.num_classes
+        )
+        self.model_kwargs.update(cfg.model.kwargs)
+        self.model = create_model(cfg.model.name, **self.model_kwargs)
+        # The optimizer's parameter order is fixed here, before any parametrization moves tensors.
+        self.params = list(self.model.parameters())
+        p = cfg.pruning
+        self.pruner = create_pruner(
+            p.method, self.model, p.rate, scope=p.scope, include=p.include, exclude=p.exclude,
+            exclude_last=p.exclude_last, **p.options,
+        )
+        self.total_epochs = cfg.train.epochs * self.pruner.epoch_multiplier
+        bs = cfg.train.batch_size or len(self.x_train)
+        self.steps_per_epoch = math.ceil(len(self.x_train) / bs)
+        self.batch_size = bs
+        self.total_steps = self.total_epochs * self.steps_per_epoch
+        self.optimizer = make_optimizer(self.params, cfg)
+        self.shuffle_gen = torch.Generator().manual_seed(cfg.train.seed)
+        self.aug_gen = torch.Generator().manual_seed(cfg.train.seed + 1)
+        self.step_count, self.phase_start, self.epoch = 0, 0, 0
+        self.elapsed = 0.0
+        self.log_rows: list[dict[str, Any]] = []
+        self.hist_before: dict[str, Any] | None = None
+
+    # --------------------------------------------------------------- checkpointing
+    def state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch, "step": self.step_count, "phase_start": self.phase_start,
+            "elapsed": self.elapsed, "log": self.log_rows, "hist_before": self.hist_before,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "pruner": self.pruner.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "shuffle": self.shuffle_gen.get_state(),
+                    "augment": self.aug_gen.get_state()},
+        }
+
+    def restore(self, s: dict[str, Any]) -> None:
+        self.pruner.load_state_dict(s["pruner"])  # first: it re-creates parametrizations
+        self.model.load_state_dict(s["model"])
+        self.optimizer.load_state_dict(s["optimizer"])
+        torch.set_rng_state(s["rng"]["torch"])
+        self.shuffle_gen.set_state(s["rng"]["shuffle"])
+        self.aug_gen.set_state(s["rng"]["augment"])
+        self.epoch, self.step_count, self.phase_start = s["epoch"], s["step"], s["phase_start"]
+        self.elapsed, self.log_rows, self.hist_before = s["elapsed"], s["log"], s["hist_before"]
+
+    # --------------------------------------------------------------- training
+    def batch_loss(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(augment(xb, self.cfg.augment, self.aug_gen))
+        loss = nn.functional.cross_entropy(logits, yb, label_smoothing=self.cfg.train.label_smoothing)
+        return loss, logits
+
+    def sample_loss(self) -> torch.Tensor:
+        """A training batch's loss, for methods that score weights before training (SNIP)."""
+        idx = torch.randperm(len(self.x_train), generator=self.shuffle_gen)[: self.batch_size]
+        return self.batch_loss(self.x_train[idx], self.y_train[idx])[0]
+
+    def train_epoch(self) -> dict[str, float]:
+        self.model.train()
+        order = torch.randperm(len(self.x_train), generator=self.shuffle_gen)
+        tot_loss = tot_pen = correct = 0.0
+        phase_len = self.total_steps / self.pruner.epoch_multiplier
+        for i in range(0, len(order), self.batch_size):
+            idx = order[i : i + self.batch_size]
+            lr = lr_at(self.cfg, (self.step_count - self.phase_start) / phase_len)
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr
+            loss, logits = self.batch_loss(self.x_train[idx], self.y_train[idx])
+            penalty = self.pruner.penalty()
+            self.optimizer.zero_grad(set_to_none=True)
+            (loss + penalty).backward()
+            self.optimizer.step()
+            self.step_count += 1
+            if self.pruner.step(self.step_count / self.total_steps):
+                self.optimizer = make_optimizer(self.params, self.cfg)  # weights rewound
+                self.phase_start = self.step_count
+            n = len(idx)
+            tot_loss += float(loss) * n
+            tot_pen += float(penalty) * n
+            correct += float((logits.argmax(1) == self.y_train[idx]).sum())
+        n = len(order)
+        return {"lr": lr, "loss": tot_loss / n, "penalty": tot_pen / n, "train_acc": correct / n}
+
+    def run(self, resume: bool, on_epoch_end: EpochCallback | None) -> dict[str, Any]:
+        ckpt = self.run_dir / "checkpoints" / "last"
+        if resume and ckpt.with_suffix(".json").is_file():
+            self.restore(load_checkpoint(ckpt))
+            log.info("resumed %s at epoch %d", self.run_dir, self.epoch)
+        else:
+            self.pruner.on_train_start(self.sample_loss)
+            self.hist_before = latent_histogram(self.pruner)
+        cfg = self.cfg
+        bar = tqdm(total=self.total_epochs, initial=self.epoch, disable=not self.progress,
+                   desc=f"{cfg.pruning.method} r={cfg.pruning.rate:g}", unit="ep", leave=False)
+        while self.epoch < self.total_epochs:
+            t0 = time.perf_counter()
+            row = self.train_epoch()
+            self.epoch += 1
+            every = cfg.train.eval_every
+            if (every and self.epoch % every == 0) or self.epoch == self.total_epochs:
+                row["test_class_avg_acc"] = evaluate(self.model, self.x_test, self.y_test, self.num_classes).class_avg_acc
+            self.elapsed += time.perf_counter() - t0
+            row.update(epoch=self.epoch, time_s=round(self.elapsed, 3))
+            self.log_rows.append(row)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['train_acc']:.3f}")
+            if self.epoch % max(cfg.train.checkpoint_every, 1) == 0 or self.epoch == self.total_epochs:
+                save_checkpoint(self.state(), ckpt)
+                self.write_log()
+            if on_epoch_end is not None:
+                on_epoch_end(self.epoch, row)
+        bar.close()
+        return self.finish()
+
+    def write_log(self) -> None:
+        with open(self.run_dir / "log.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=LOG_FIELDS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(self.log_rows)
+
+    def finish(self) -> dict[str, Any]:
+        cfg, pruner = self.cfg, self.pruner
+        soft = evaluate(self.model, self.x_test, self.y_test, self.num_classes)
+        hist_after = latent_histogram(pruner)
+        mismatch = pruner.prior_mismatch() if hasattr(pruner, "prior_mismatch") else None
+        masks = pruner.finalize()
+        hard = evaluate(self.model, self.x_test, self.y_test, self.num_classes)
+        example = self.x_test[:1]
+        report = sparsity_report(self.model, masks, example)
+        pruned = sum(int((~m).sum()) for m in masks.values())
+        total = sum(m.numel() for m in masks.values())
+
+        save_tensors(self.model.state_dict(), self.run_dir / "model.safetensors")
+        save_tensors({k: v.to(torch.uint8) for k, v in masks.items()}, self.run_dir / "masks.safetensors")
+        atomic_write_json(self.run_dir / "model.json", {
+            "model": cfg.model.name, "kwargs": self.model_kwargs, "class_names": self.dataset.class_names,
+            "preprocess": asdict(cfg.preprocess), "dataset": cfg.data.name, "method": cfg.pruning.method,
+            "rate": cfg.pruning.rate,
+        })
+        metrics = {
+            "dataset": self.dataset.name, "method": cfg.pruning.method, "rate": cfg.pruning.rate,
+            "seed": cfg.train.seed, "split": self.split.name,
+            "class_avg_acc": hard.class_avg_acc, "overall_acc": hard.overall_acc,
+            "soft_class_avg_acc": soft.class_avg_acc, "soft_overall_acc": soft.overall_acc,
+            "achieved_rate": pruned / total if total else 0.0, "pruned": pruned, "prunable": total,
+            "epochs": self.total_epochs, "wall_s": round(self.elapsed, 2),
+            "method_options": pruner.describe() if hasattr(pruner, "describe") else {},
+            "prior_mismatch": mismatch,
+            "per_class_acc": hard.per_class_acc, "confusion": hard.confusion, "class_names": self.dataset.class_names,
+            "layer_density": {layer["name"]: layer["density"] for layer in report.to_dict()["layers"]},
+            "flops": report.to_dict().get("flops"),
+            "latent_hist": {"before": self.hist_before, "after": hist_after},
+        }
+        atomic_write_json(self.run_dir / "metrics.json", metrics)
+        return metrics
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    run_dir: Path | str,
+    progress: bool = False,
+    resume: bool = True,
+    on_epoch_end: EpochCallback | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate one configuration in `run_dir`; resumes from its last checkpoint if present.
+
+    Returns the metrics also written to `run_dir/metrics.json`."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metrics.json").unlink(missing_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    return _Run(cfg, run_dir, progress).run(resume, on_epoch_end)
+
+
+def load_run_metrics(run_dir: Path | str) -> dict[str, Any]:
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no metrics (run not finished?)")
+    return json.loads(path.read_text())
+
+
+def load_trained_model(run_dir: Path | str) -> tuple[nn.Module, dict[str, Any]]:
+    """The final (pruned) model of a finished run, rebuilt from model.json + model.safetensors."""
+    from safetensors.torch import load_file
+
+    run_dir = Path(run_dir)
+    spec_path = run_dir / "model.json"
+    if not spec_path.is_file():
+        raise FileNotFoundError(f"{spec_path}: missing (is {run_dir} a finished run folder?)")
+    spec = json.loads(spec_path.read_text())
+    model = create_model(spec["model"], **spec["kwargs"])
+    model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
+    return model.eval(), spec
+
+
+def evaluate_run(run_dir: Path | str, data_root: str | None = None) -> dict[str, Any]:
+    """Re-evaluate a finished run's final model on its test split (same data and preprocessing)."""
+    from .config import load_config
+
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.yaml")
+    model, _ = load_trained_model(run_dir)
+    ds = load_dataset(cfg.data.name, data_root or cfg.data.root, **cfg.data.options)
+    split = ds.split(cfg.data.split)
+    x = preprocess(ds, cfg.preprocess)[torch.as_tensor(split.test)]
+    y = torch.as_tensor(ds.labels)[torch.as_tensor(split.test)]
+    m = evaluate(model, x, y, ds.num_classes)
+    return {"split": split.name, "class_names": ds.class_names, **asdict(m)}

@@ -1,0 +1,115 @@
+"""Config parsing, checkpoints, metrics and the training loop on the built-in synthetic data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pmp.training import apply_overrides, load_config, run_experiment
+from pmp.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pmp.training.config import ConfigError, ExperimentConfig
+from pmp.training.metrics import classification_metrics
+
+
+def tiny_config(**overrides) -> ExperimentConfig:
+    base = {
+        "data.name": "synthetic", "data.options": {"seed": 0}, "preprocess.frames": 8,
+        "model.kwargs": {"heads": 2, "attn_dim": 4, "gc_dim": 4, "hidden": 32, "dropout": 0.1},
+        "train.epochs": 4, "train.batch_size": 64, "train.checkpoint_every": 1, "train.eval_every": 2,
+        "train.threads": 1,
+    }
+    base.update(overrides)
+    return apply_overrides(ExperimentConfig(), base)
+
+
+def test_config_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {epochs: 7, lr: 1}\npruning: {method: pmp, rate: 0.9, options: {prior: laplace}}\n")
+    cfg = load_config(path)
+    assert cfg.train.epochs == 7 and cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
+    cfg2 = apply_overrides(cfg, {"pruning.rate": "0.98", "pruning.options.lam": "10", "data.split": "3"})
+    assert cfg2.pruning.rate == 0.98 and cfg2.pruning.options == {"prior": "laplace", "lam": 10}
+    assert cfg2.data.split == "3" and cfg.pruning.rate == 0.9  # the original is untouched
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [("train: {epochz: 3}\n", "epochz"), ("train: {epochs: many}\n", "train.epochs"), ("- a\n", "mapping"),
+     ("train: [1\n", "invalid YAML")],
+)
+def test_config_errors_name_the_key(tmp_path, text, needle):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=needle) as e:
+        load_config(path)
+    assert "bad.yaml" in str(e.value)
+
+
+def test_override_unknown_section():
+    with pytest.raises(ConfigError, match="nosuch"):
+        apply_overrides(ExperimentConfig(), {"nosuch.x": 1})
+
+
+def test_metrics_by_hand():
+    m = classification_metrics(np.array([0, 0, 0, 1, 2, 2]), np.array([0, 0, 1, 1, 2, 0]), 4)
+    assert m.overall_acc == pytest.approx(4 / 6)
+    assert m.per_class_acc[:3] == pytest.approx([2 / 3, 1.0, 0.5]) and m.per_class_acc[3] is None
+    assert m.class_avg_acc == pytest.approx((2 / 3 + 1 + 0.5) / 3)
+    assert m.confusion[0] == [2, 1, 0, 0] and m.confusion[2] == [1, 0, 1, 0]
+
+
+def test_checkpoint_roundtrip_and_truncation(tmp_path):
+    state = {"a": torch.arange(5.0), "nested": {3: {"t": torch.ones(2, 2)}, "s": "x"}, "l": [1, torch.zeros(1)]}
+    save_checkpoint(state, tmp_path / "ck")
+    back = load_checkpoint(tmp_path / "ck")
+    assert torch.equal(back["a"], state["a"]) and torch.equal(back["nested"][3]["t"], torch.ones(2, 2))
+    assert back["nested"]["s"] == "x" and back["l"][0] == 1
+    data = (tmp_path / "ck.safetensors").read_bytes()
+    (tmp_path / "ck.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="ck.safetensors"):
+        load_checkpoint(tmp_path / "ck")
+
+
+def test_run_folder_contents_and_determinism(tmp_path):
+    cfg = tiny_config(**{"pruning.method": "mp", "pruning.rate": 0.9})
+    m1 = run_experiment(cfg, tmp_path / "a")
+    m2 = run_experiment(cfg, tmp_path / "b")
+    for f in ["config.yaml", "log.csv", "model.json", "model.safetensors", "masks.safetensors", "metrics.json"]:
+        assert (tmp_path / "a" / f).is_file(), f
+    assert m1["class_avg_acc"] == m2["class_avg_acc"]
+    w1, w2 = load_file(str(tmp_path / "a/model.safetensors")), load_file(str(tmp_path / "b/model.safetensors"))
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    assert m1["pruned"] == sum(round(0.9 * n) for n in _target_sizes(tmp_path / "a"))
+    assert json.loads((tmp_path / "a/metrics.json").read_text())["epochs"] == 4
+
+
+def _target_sizes(run_dir):
+    masks = load_file(str(run_dir / "masks.safetensors"))
+    return [m.numel() for m in masks.values()]
+
+
+class _Kill(Exception):
+    pass
+
+
+@pytest.mark.parametrize("method", ["dense", "pmp", "lth"])
+def test_resume_after_kill_matches_uninterrupted(tmp_path, method):
+    cfg = tiny_config(**{"pruning.method": method, "pruning.rate": 0.9, "train.epochs": 3})
+    full = run_experiment(cfg, tmp_path / "full")
+
+    def kill_after_2(epoch, row):
+        if epoch == 2:
+            raise _Kill
+
+    with pytest.raises(_Kill):
+        run_experiment(cfg, tmp_path / "killed", on_epoch_end=kill_after_2)
+    assert not (tmp_path / "killed/metrics.json").exists()
+    resumed = run_experiment(cfg, tmp_path / "killed")
+    w1 = load_file(str(tmp_path / "full/model.safetensors"))
+    w2 = load_file(str(tmp_path / "killed/model.safetensors"))
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    assert resumed["class_avg_acc"] == full["class_avg_acc"]
