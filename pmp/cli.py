@@ -18,6 +18,7 @@ from pmp.training.config import (
     ExperimentConfig,
     apply_overrides,
     load_config,
+    parse_scalar,
     parse_set_options,
 )
 
@@ -53,7 +54,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     cfg = load_config(args.config) if args.config else ExperimentConfig()
-    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}
+    overrides = {k[4:]: parse_scalar(v) for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}
     overrides.update(parse_set_options(args.set))
     return apply_overrides(cfg, overrides) if overrides else cfg
 
@@ -204,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sweep", help="run a grid of runs (methods x rates x seeds x splits)")
     s.add_argument("spec", help="sweep YAML (configs/sweeps/*.yaml)")
     s.add_argument("--out", help="sweep folder (default: the spec's `out`)")
-    s.add_argument("--workers", type=int, default=2, help="local worker processes (default 2)")
+    s.add_argument("--workers", type=int, help="runs in flight (default: 2 local workers; with Ray, every CPU of the cluster)")
     s.add_argument("--ray", metavar="ADDRESS", help="run on Ray: 'auto' or a cluster address (needs pmp[ray])")
     s.add_argument("--data-root")
     s.set_defaults(func=cmd_sweep)

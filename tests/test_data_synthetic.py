@@ -6,9 +6,8 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
-from pmp.data import DataFormatError, PreprocessConfig, load_dataset, preprocess
+from pmp.data import PreprocessConfig, load_dataset, preprocess
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +42,7 @@ def test_classes_and_split_are_balanced(ds) -> None:
 def test_sizes_are_options() -> None:
     small = load_dataset("synthetic", seed=3, num_sequences=45, min_frames=5, max_frames=8)
     assert len(small.sequences) == 45 and 5 <= small.lengths.min() and small.lengths.max() <= 8
-    with pytest.raises(DataFormatError, match="num_sequences"):
+    with pytest.raises(ValueError, match="num_sequences"):
         load_dataset("synthetic", num_sequences=10)
 
 
@@ -59,17 +58,12 @@ def _timed(fn) -> float:
 
 
 def test_learnable_but_not_trivial(ds) -> None:
-    """A linear classifier on the preprocessed frames does far better than chance (10%) yet errs:
-    the classes overlap through speed, amplitude, orientation and noise."""
-    torch.manual_seed(0)
-    x = preprocess(ds, PreprocessConfig(frames=16)).flatten(1)
-    y = torch.as_tensor(ds.labels)
-    tr, te = torch.as_tensor(ds.splits[0].train), torch.as_tensor(ds.splits[0].test)
-    model = torch.nn.Linear(x.shape[1], 10)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-3)
-    for _ in range(150):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x[tr]), y[tr]).backward()
-        opt.step()
-    acc = (model(x[te]).argmax(1) == y[te]).float().mean().item()
-    assert 0.4 < acc < 0.97, acc
+    """A linear (ridge) classifier on the preprocessed frames does far better than chance (10%)
+    yet errs (about 94%): classes overlap through speed, amplitude, orientation and noise."""
+    x = preprocess(ds, PreprocessConfig(frames=8)).flatten(1).double().numpy()
+    x = np.hstack([x, np.ones((len(x), 1))])
+    tr, te = ds.splits[0].train, ds.splits[0].test
+    onehot = np.eye(ds.num_classes)[ds.labels[tr]]
+    w = np.linalg.solve(x[tr].T @ x[tr] + 10 * np.eye(x.shape[1]), x[tr].T @ onehot)
+    acc = ((x[te] @ w).argmax(1) == ds.labels[te]).mean()
+    assert 0.6 < acc < 0.99, acc

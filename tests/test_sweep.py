@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ def fake_runner(cfg, run_dir: Path) -> dict:
         f.write(f"{run_dir.name} {torch.get_num_threads()}\n")
     if cfg.pruning.options.get("fail"):
         raise RuntimeError("injected failure")
+    if cfg.pruning.options.get("crash"):
+        os._exit(3)  # a worker killed outright, as by the out-of-memory killer
     metrics = {
         "dataset": cfg.data.name, "method": cfg.pruning.method, "rate": cfg.pruning.rate, "seed": cfg.train.seed,
         "split": cfg.data.split, "class_avg_acc": 0.5 + 0.01 * cfg.train.seed, "epochs": cfg.train.epochs,
@@ -150,6 +153,23 @@ def test_failing_run_is_recorded_and_the_others_finish(tmp_path):
     assert failed == [{"run_id": "pmp_r0.9_s0_f1-1", "status": "failed", "wall_s": failed[0]["wall_s"],
                        "error": "RuntimeError: injected failure", "error_file": "pmp_r0.9_s0_f1-1/error.txt"}]  # fmt: skip
     assert "FAILED pmp_r0.9_s0_f1-1: RuntimeError: injected failure" in result.summary()
+
+
+def test_a_dead_worker_fails_its_run_and_the_sweep_goes_on(tmp_path):
+    spec = _spec(grid={"method": ["dense", "pmp", "mp", "gmp"], "rate": [0.9], "seed": [0]},
+                 method_overrides={"dense": {"pruning.options.crash": True}})  # fmt: skip
+    result = run_sweep(spec, tmp_path, workers=2, runner=fake_runner, progress=False)
+    status = {r.run_id: r.status for r in result.runs}
+    assert status["dense_r0_s0_f1-1"] == "failed"  # pmp ran beside it and may have been lost with it
+    assert status["mp_r0.9_s0_f1-1"] == status["gmp_r0.9_s0_f1-1"] == "done"  # on a fresh pool
+    assert "BrokenProcessPool" in (tmp_path / "dense_r0_s0_f1-1" / "error.txt").read_text()
+    assert result.failed[0].error.startswith("outside the runner: ")
+
+
+def test_ray_backend_without_ray_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail
+    with pytest.raises(RuntimeError, match=r"pip install 'pmp\[ray\]'"):
+        run_sweep(_spec(grid={"method": ["mp"]}), tmp_path, backend="ray", runner=fake_runner, progress=False)
 
 
 def test_expensive_runs_start_first(tmp_path):

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from pmp.training import apply_overrides, load_config, run_experiment
 from pmp.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from pmp.training.config import ConfigError, ExperimentConfig
+from pmp.training.config import ConfigError, ExperimentConfig, parse_scalar
 from pmp.training.metrics import classification_metrics
 
 
@@ -31,7 +31,7 @@ def test_config_yaml_and_overrides(tmp_path):
     path.write_text("train: {epochs: 7, lr: 1}\npruning: {method: pmp, rate: 0.9, options: {prior: laplace}}\n")
     cfg = load_config(path)
     assert cfg.train.epochs == 7 and cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
-    cfg2 = apply_overrides(cfg, {"pruning.rate": "0.98", "pruning.options.lam": "10", "data.split": "3"})
+    cfg2 = apply_overrides(cfg, {"pruning.rate": 0.98, "pruning.options.lam": 10, "data.split": "3"})
     assert cfg2.pruning.rate == 0.98 and cfg2.pruning.options == {"prior": "laplace", "lam": 10}
     assert cfg2.data.split == "3" and cfg.pruning.rate == 0.9  # the original is untouched
 
@@ -47,6 +47,12 @@ def test_config_errors_name_the_key(tmp_path, text, needle):
     with pytest.raises(ConfigError, match=needle) as e:
         load_config(path)
     assert "bad.yaml" in str(e.value)
+
+
+@pytest.mark.parametrize("text, value", [("1:1", "1:1"), ("0.98", 0.98), ("50", 50), ("true", True), ("null", None), ("none", "none"),
+                                         ("[a, b]", ["a", "b"]), ("laplace", "laplace")])
+def test_cli_scalars(text, value):
+    assert parse_scalar(text) == value and type(parse_scalar(text)) is type(value)
 
 
 def test_override_unknown_section():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -26,6 +27,15 @@ EDGES = [(0, m) for m in range(1, 6)] + [
 ]
 
 
+class _Entry(NamedTuple):
+    """One line of the split file."""
+
+    rel: str  # "Subject_X/<action>/<idx>", the sequence folder under Hand_pose_annotation_v1
+    label: int
+    part: str  # "Training" or "Test"
+    where: str  # "file:line", for error messages
+
+
 def load_fpha(root: Path) -> SkeletonDataset:
     """Load the sequences the split file lists, in its order (training part first).
 
@@ -35,40 +45,39 @@ def load_fpha(root: Path) -> SkeletonDataset:
     entries = _read_split_file(root / SPLIT_FILE)
     class_names = _class_names(root / SPLIT_FILE, entries)
     sequences, sources = [], []
-    for rel, _, _, where in entries:
-        path = root / POSE_DIR / rel / FILE_NAME
+    for e in entries:
+        path = root / POSE_DIR / e.rel / FILE_NAME
         if not path.is_file():
-            raise DataFormatError(f"{where}: split entry {rel!r} has no file {path}")
+            raise DataFormatError(f"{e.where}: split entry {e.rel!r} has no file {path}")
         try:
             frames = read_table(path, ncols=1 + JOINTS * 3, sep=None)[:, 1:]
-        except DataFormatError as e:
-            raise DataFormatError(f"{e} (listed at {where})") from None
+        except DataFormatError as err:
+            raise DataFormatError(f"{err} (listed at {e.where})") from None
         sequences.append(frames.reshape(len(frames), JOINTS, 3))
         sources.append(str(path))
-    is_test = np.array([part == "Test" for _, _, part, _ in entries])
+    is_test = np.array([e.part == "Test" for e in entries])
     idx = np.arange(len(entries))
     return SkeletonDataset(
         name="fpha",
         sequences=sequences,
-        labels=np.array([label for _, label, _, _ in entries]),
+        labels=np.array([e.label for e in entries]),
         class_names=class_names,
         splits=[Split("1:1", idx[~is_test], idx[is_test])],
         layout="hand",
         sources=sources,
         edges=list(EDGES),
-        excluded=_unlisted_files(root / POSE_DIR, {rel for rel, _, _, _ in entries}),
+        excluded=_unlisted_files(root / POSE_DIR, {e.rel for e in entries}),
         root_joint=0,
     )
 
 
-def _read_split_file(path: Path) -> list[tuple[str, int, str, str]]:
-    """(relative sequence folder, label, "Training"/"Test", "file:line") per entry, checking the
-    headers' counts, the entry syntax and duplicates."""
+def _read_split_file(path: Path) -> list[_Entry]:
+    """The entries, in file order, checking the headers' counts, the entry syntax and duplicates."""
     try:
         lines = path.read_text(encoding="utf-8").rstrip().split("\n")
     except (OSError, UnicodeDecodeError) as e:
         raise DataFormatError(f"{path}: cannot read the split file: {e}") from None
-    entries: list[tuple[str, int, str, str]] = []
+    entries: list[_Entry] = []
     seen: dict[str, str] = {}
     i = 0
     for part in ("Training", "Test"):
@@ -87,14 +96,14 @@ def _read_split_file(path: Path) -> list[tuple[str, int, str, str]]:
             if rel in seen:
                 raise DataFormatError(f"{where}: {rel!r} already listed at {seen[rel]}")
             seen[rel] = where
-            entries.append((rel, int(label), part, where))
+            entries.append(_Entry(rel, int(label), part, where))
         i += 1
     if i < len(lines):
         raise DataFormatError(f"{path}:{i + 1}: unexpected line after the Test entries")
     return entries
 
 
-def _class_names(path: Path, entries: list[tuple[str, int, str, str]]) -> list[str]:
+def _class_names(path: Path, entries: list[_Entry]) -> list[str]:
     """Class names = action folder names ordered by label id; each label must name one action only."""
     if not entries:
         raise DataFormatError(f"{path}: no entries")

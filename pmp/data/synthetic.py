@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import DataFormatError, SkeletonDataset, Split
+from .base import SkeletonDataset, Split
 from .fpha import EDGES
 
 # Per class: curling fingers (thumb, index, middle, ring, pinky), cycles, phase lag between
@@ -20,10 +20,10 @@ CLASSES: list[tuple[str, tuple[int, ...], float, float, float, float]] = [
     ("index_tap",      (0, 1, 0, 0, 0), 2.0,  0.0, 0.0, 0.0),
     ("two_finger_tap", (0, 1, 1, 0, 0), 2.0,  0.0, 0.0, 0.0),
     ("grasp",          (1, 1, 1, 1, 1), 1.0,  0.0, 0.0, 0.0),
-    ("wave_in",        (1, 1, 1, 1, 1), 1.5,  0.9, 0.0, 0.0),
-    ("wave_out",       (1, 1, 1, 1, 1), 1.5, -0.9, 0.0, 0.0),
+    ("wave_in",        (1, 1, 1, 1, 1), 1.5,  0.7, 0.0, 0.0),
+    ("wave_out",       (1, 1, 1, 1, 1), 1.5, -0.7, 0.0, 0.0),
     ("pinch_slow",     (1, 1, 0, 0, 0), 1.0,  0.0, 0.0, 0.0),
-    ("pinch_fast",     (1, 1, 0, 0, 0), 2.5,  0.0, 0.0, 0.0),
+    ("pinch_fast",     (1, 1, 0, 0, 0), 2.0,  0.0, 0.0, 0.0),
     ("swipe",          (0, 0, 0, 0, 0), 1.0,  0.0, 0.0, 0.6),
     ("twist",          (0, 0, 0, 0, 0), 1.0,  0.0, 0.8, 0.0),
     ("ring_pinky_tap", (0, 0, 0, 1, 1), 2.0,  0.0, 0.0, 0.0),
@@ -46,9 +46,10 @@ def make_synthetic(
     max_frames: int = 60,
     noise: float = 0.04,
 ) -> SkeletonDataset:
-    """`num_sequences` balanced over the 10 classes; split "train/test" 2:1 within each class."""
+    """`num_sequences` balanced over the 10 classes; split "train/test" 2:1 within each class.
+    `noise`: std of the per-joint gaussian noise, in hand lengths."""
     if num_sequences < 3 * len(CLASSES) or not 2 <= min_frames <= max_frames:
-        raise DataFormatError(
+        raise ValueError(
             f"synthetic: need num_sequences >= {3 * len(CLASSES)} and 2 <= min_frames <= max_frames"
         )
     rng = np.random.default_rng(seed)
@@ -76,11 +77,12 @@ def make_synthetic(
     hand[..., 0] += (swipe[:, None] * np.sin(phase))[:, :, None]
     hand += drift[:, :, None, :]
 
-    # Global nuisances: orientation, size (in mm, like FPHA), position, joint noise.
+    # Global nuisances: orientation (tilt up to 0.5 rad, yaw up to 60 degrees), joint noise,
+    # size (in mm, like FPHA) and position.
     hand = _rotate(hand, rng.uniform(-0.5, 0.5, (n, 1, 1)), axis=0)
     hand = _rotate(hand, rng.uniform(-np.pi / 3, np.pi / 3, (n, 1, 1)), axis=1)
-    hand = hand * rng.uniform(70, 100, (n, 1, 1, 1)) + rng.normal(0, 100, (n, 1, 1, 3))
-    hand += rng.normal(0, noise * 85, hand.shape)
+    size, position = rng.uniform(70, 100, (n, 1, 1, 1)), rng.normal(0, 100, (n, 1, 1, 3))
+    hand = (hand + rng.normal(0, noise, hand.shape)) * size + position
 
     is_test = np.zeros(n, dtype=bool)
     for c in range(k):

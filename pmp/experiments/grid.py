@@ -54,20 +54,29 @@ class RunSpec:
 
     @property
     def extra_axes(self) -> dict[str, Any]:
-        """Grid values beyond method/rate/seed/split: they tell variants of the same method apart."""
-        return {k: v for k, v in self.axes.items() if k not in ID_PREFIXES}
+        return extra_axes(self.axes)
+
+
+def extra_axes(axes: dict[str, Any]) -> dict[str, Any]:
+    """Grid values beyond method/rate/seed/split: they tell variants of the same method apart."""
+    return {k: v for k, v in axes.items() if k not in ID_PREFIXES}
 
 
 def _full_key(key: str) -> str:
     return SHORTHANDS.get(key, key)
 
 
-def _mapping(value: Any, where: str) -> dict[str, Any]:
+def _mapping(value: Any, where: str) -> dict[Any, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise SweepSpecError(f"{where}: expected a mapping, got {value!r}")
-    return {_full_key(str(k)): v for k, v in value.items()}
+    return value
+
+
+def _dotted(value: Any, where: str) -> dict[str, Any]:
+    """A mapping of config keys, shorthands expanded."""
+    return {_full_key(str(k)): v for k, v in _mapping(value, where).items()}
 
 
 def _resolve(path: str | Path, sweep_file: Path | None) -> Path:
@@ -88,13 +97,13 @@ def parse_sweep(data: dict[str, Any], source: Path | None = None) -> SweepSpec:
     if unknown:
         raise SweepSpecError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(_KEYS))}")
     name = str(data.get("name") or (source.stem if source else "sweep"))
-    grid = {k: v if isinstance(v, list) else [v] for k, v in _mapping(data.get("grid"), f"{where}: grid").items()}
+    grid = {k: v if isinstance(v, list) else [v] for k, v in _dotted(data.get("grid"), f"{where}: grid").items()}
     for key, values in grid.items():
         if not values:
             raise SweepSpecError(f"{where}: grid.{key} is empty")
-    overrides = _mapping(data.get("overrides"), f"{where}: overrides")
+    overrides = _dotted(data.get("overrides"), f"{where}: overrides")
     method_overrides = {
-        str(m): _mapping(o, f"{where}: method_overrides.{m}")
+        str(m): _dotted(o, f"{where}: method_overrides.{m}")
         for m, o in _mapping(data.get("method_overrides"), f"{where}: method_overrides").items()
     }
     methods = grid.get("pruning.method", [])
@@ -134,7 +143,7 @@ def _format(value: Any) -> str:
 def run_id(axes: dict[str, Any]) -> str:
     """Readable, stable folder name: `pmp_r0.98_s0_f3`, plus a short hash of any other axes."""
     parts = [ID_PREFIXES[k] + _format(axes[k]) for k in ID_PREFIXES if k in axes]
-    extra = {k: v for k, v in axes.items() if k not in ID_PREFIXES}
+    extra = extra_axes(axes)
     if extra:
         digest = hashlib.sha1(json.dumps(extra, sort_keys=True, default=str).encode()).hexdigest()[:6]
         parts.append(f"x{digest}")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .grid import ID_PREFIXES
+from .grid import extra_axes
 from .sweep import METRICS, RUN_INFO, read_metrics
 
 COLUMNS = [
@@ -80,7 +80,7 @@ def _variant(run_dir: Path) -> str:
         axes = json.loads((run_dir / RUN_INFO).read_text())["axes"]
     except (OSError, ValueError, KeyError):
         return ""
-    return ",".join(f"{k}={v}" for k, v in sorted(axes.items()) if k not in ID_PREFIXES)
+    return ",".join(f"{k}={v}" for k, v in sorted(extra_axes(axes).items()))
 
 
 def _method_key(method: str) -> tuple[int, str]:
@@ -106,11 +106,11 @@ def collect(runs_dir: str | Path) -> tuple[list[RunRecord], list[Path]]:
         row.update(
             variant=_variant(path.parent),
             rate=0.0 if m.get("method") == "dense" else m.get("rate"),
-            fold=str(m.get("split")),
+            fold="" if m.get("split") is None else str(m["split"]),
             run=str(path.parent.relative_to(runs_dir)),
         )
         records.append(RunRecord(row, m))
-    splits = defaultdict(set)
+    splits: dict[str, set[str]] = defaultdict(set)
     for r in records:
         splits[r.row["dataset"]].add(r.row["fold"])
     for r in records:  # one split per dataset (FPHA's 1:1) is a protocol, not cross-validation folds

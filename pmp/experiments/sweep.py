@@ -62,7 +62,7 @@ def execute(runner: Runner, cfg: ExperimentConfig, run_dir: str, threads: int) -
     start = time.perf_counter()
     path = Path(run_dir)
     try:
-        if threads:
+        if threads:  # every run, since a previous run in this worker may have set train.threads
             import torch
 
             torch.set_num_threads(threads)
@@ -127,7 +127,8 @@ class _Backend(Protocol):
 
 
 class _LocalBackend:
-    """Worker processes (spawned: no fork of a process holding torch threads), one run per process."""
+    """Worker processes, spawned (forking a process that holds torch threads is unsafe) and reused
+    across runs: a fresh process per run would cost more than a short run (torch import)."""
 
     def __init__(self, runner: Runner, workers: int):
         self.runner, self.capacity = runner, workers
@@ -136,7 +137,7 @@ class _LocalBackend:
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
         ctx = multiprocessing.get_context("spawn")
-        return cf.ProcessPoolExecutor(self.capacity, mp_context=ctx, max_tasks_per_child=1)
+        return cf.ProcessPoolExecutor(self.capacity, mp_context=ctx)
 
     def submit(self, job: _Job) -> cf.Future:
         args = (self.runner, job.cfg, str(job.run_dir), self.threads)
@@ -147,6 +148,7 @@ class _LocalBackend:
         try:
             return self.pool.submit(execute, *args)
         except cf.process.BrokenProcessPool:  # a worker died (e.g. out of memory): start afresh
+            self.pool.shutdown(wait=False)
             self.pool = self._new_pool()
             return self.pool.submit(execute, *args)
 
@@ -304,7 +306,7 @@ def _drive(
         while queue and len(in_flight) < engine.capacity:
             job = queue.pop()
             in_flight[engine.submit(job)] = job
-            bar.set_postfix(running=len(in_flight), failed=failed)
+        bar.set_postfix(running=len(in_flight), failed=failed)
         for handle, result in engine.wait(in_flight):
             job = in_flight.pop(handle)
             if isinstance(result, BaseException):  # failed outside `execute` (dead worker...): no error.txt yet
@@ -317,6 +319,6 @@ def _drive(
                 failed += 1
                 if not bar.disable:
                     bar.write(f"FAILED {job.run.run_id}: {outcome.error} (see {job.run_dir / ERROR})")
+            bar.set_postfix(running=len(in_flight), failed=failed, refresh=False)
             bar.update()
-            bar.set_postfix(running=len(in_flight), failed=failed)
             checkpoint()

@@ -29,135 +29,237 @@ from torch import nn
 from .format import CompactModel, ExportFormatError, SparseTensor, meta_model, read_compact
 
 _JIT = dict(nogil=True, cache=True, fastmath=True, boundscheck=False)
+#: numba's loop vectoriser works in blocks of 8 floats x 4 interleaved: an inner loop shorter than
+#: 32 runs scalar. So per-node loops run over 32 "lanes" (nodes, padded), not over V = 21.
+LANES = 32
+#: Samples whose node signals go through the stacked q|k|gc matrix together (one tile): 16 x 21
+#: columns keep that product in its vectorised regime and its tile in L2. Tiles are also the unit
+#: of multi-threading.
+GROUP = 16
+
+# Cephes expf: Cody-Waite reduction by ln 2 (split in two), degree-6 polynomial, 2^n put in the
+# exponent bits. Relative error ~1e-7, and unlike math.exp (a libm call) it vectorises.
+_LOG2E, _LN2_HI, _LN2_LO = np.float32(1.44269504088896341), np.float32(0.693359375), np.float32(-2.12194440e-4)
+_P = tuple(np.float32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+                                    1.6666665459e-1, 5.0000001201e-1))
+_EXP_MIN, _HALF, _ONE, _ZERO = np.float32(-87.0), np.float32(0.5), np.float32(1.0), np.float32(0.0)
+# Unsigned steps for kernel loop counters: a signed index costs a negative-index check on every
+# array access (numba wraps x[-1]); with these the fc gather-dot runs ~2.5x faster. (uint64 +
+# a plain int literal would give float64 in numba, hence the typed constants.)
+_U1, _U2, _U3, _U4 = np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4)
+
+
+@numba.njit(**_JIT)
+def _exp_nonpositive(x, out, bits):  # pragma: no cover - compiled
+    """out = exp(x) for x <= 0 (softmax after subtracting the max); x and out must not overlap
+    (the vectoriser would fall back to scalar code); `bits` is int32 scratch of the same size."""
+    p0, p1, p2, p3, p4, p5 = _P
+    for i in range(x.shape[0]):
+        v = max(x[i], _EXP_MIN)
+        n = np.floor(v * _LOG2E + _HALF)
+        r = (v - n * _LN2_HI) - n * _LN2_LO
+        out[i] = (((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5) * r * r + r + _ONE
+        bits[i] = (np.int32(n) + 127) << 23
+    pow2 = bits.view(np.float32)
+    for i in range(x.shape[0]):
+        out[i] *= pow2[i]
+
+
+@numba.njit(inline="always", **_JIT)
+def _axpy4(o, w0, x0, w1, x1, w2, x2, w3, x3):  # pragma: no cover - compiled
+    """o += w0 x0 + w1 x1 + w2 x2 + w3 x3: four terms per pass over o, a quarter of its loads/stores."""
+    for c in range(o.shape[0]):
+        o[c] += (w0 * x0[c] + w1 * x1[c]) + (w2 * x2[c] + w3 * x3[c])
+
+
+@numba.njit(inline="always", **_JIT)
+def _axpy(o, w, x):  # pragma: no cover - compiled
+    for c in range(o.shape[0]):
+        o[c] += w * x[c]
 
 
 @numba.njit(**_JIT)
 def _spmm(ptr, idx, val, bias, x, out):  # pragma: no cover - compiled
     """out[i, :] = bias[i] + sum_k val[k] * x[idx[k], :] over row i's kept weights (CSR)."""
-    n = x.shape[1]
     for i in range(ptr.shape[0] - 1):
         o = out[i]
         o[:] = bias[i]
         k, end = ptr[i], ptr[i + 1]
-        while k + 4 <= end:  # four kept weights per pass: fewer loads/stores of the output row
-            w0, w1, w2, w3 = val[k], val[k + 1], val[k + 2], val[k + 3]
-            x0, x1, x2, x3 = x[idx[k]], x[idx[k + 1]], x[idx[k + 2]], x[idx[k + 3]]
-            for c in range(n):
-                o[c] += (w0 * x0[c] + w1 * x1[c]) + (w2 * x2[c] + w3 * x3[c])
-            k += 4
+        while k + _U4 <= end:
+            _axpy4(o, val[k], x[idx[k]], val[k + _U1], x[idx[k + _U1]], val[k + _U2], x[idx[k + _U2]],
+                   val[k + _U3], x[idx[k + _U3]])
+            k += _U4
         while k < end:
-            w, xr = val[k], x[idx[k]]
-            for c in range(n):
-                o[c] += w * xr[c]
-            k += 1
+            _axpy(o, val[k], x[idx[k]])
+            k += _U1
+
+
+@numba.njit(**_JIT)
+def _lane_matmul(w, x, xr, xc, out):  # pragma: no cover - compiled
+    """out[i, :] = sum_j w[i, j] * x[xr + j, xc:xc + lanes]: the dense twin of `_spmm` for the
+    attention's small products (w may be a strided view; the x rows are contiguous lane vectors)."""
+    lanes, n = out.shape[1], w.shape[1]
+    for i in range(w.shape[0]):
+        o = out[i]
+        o[:] = 0
+        j = 0
+        while j + 4 <= n:
+            _axpy4(o, w[i, j], x[xr + j, xc:xc + lanes], w[i, j + 1], x[xr + j + 1, xc:xc + lanes],
+                   w[i, j + 2], x[xr + j + 2, xc:xc + lanes], w[i, j + 3], x[xr + j + 3, xc:xc + lanes])
+            j += 4
+        while j < n:
+            _axpy(o, w[i, j], x[xr + j, xc:xc + lanes])
+            j += 1
 
 
 @numba.njit(**_JIT)
 def _spmv(ptr, idx, val, bias, x, out):  # pragma: no cover - compiled
     """out[i] = bias[i] + sum_k val[k] * x[idx[k]]; four accumulators break the add latency chain."""
     for i in range(ptr.shape[0] - 1):
-        a0 = a1 = a2 = a3 = np.float32(0.0)
+        a0 = a1 = a2 = a3 = _ZERO
         k, end = ptr[i], ptr[i + 1]
-        while k + 4 <= end:
+        while k + _U4 <= end:
             a0 += val[k] * x[idx[k]]
-            a1 += val[k + 1] * x[idx[k + 1]]
-            a2 += val[k + 2] * x[idx[k + 2]]
-            a3 += val[k + 3] * x[idx[k + 3]]
-            k += 4
+            a1 += val[k + _U1] * x[idx[k + _U1]]
+            a2 += val[k + _U2] * x[idx[k + _U2]]
+            a3 += val[k + _U3] * x[idx[k + _U3]]
+            k += _U4
         while k < end:
             a0 += val[k] * x[idx[k]]
-            k += 1
+            k += _U1
         out[i] = bias[i] + ((a0 + a1) + (a2 + a3))
 
 
 @numba.njit(**_JIT)
-def _linear(ptr, idx, val, bias, x):  # pragma: no cover - compiled
-    """Sparse linear layer on (features, batch) activations -> (out_features, batch)."""
-    out = np.empty((ptr.shape[0] - 1, x.shape[1]), np.float32)
-    if x.shape[1] == 1:
-        _spmv(ptr, idx, val, bias, x[:, 0], out[:, 0])
+def _linear(ptr, idx, val, bias, x, out):  # pragma: no cover - compiled
+    """Sparse linear layer on (features, batch) activations into out (out_features, batch)."""
+    if x.shape[1] == 1:  # reshape, not x[:, 0]: a contiguous vector keeps the gathers cheap
+        _spmv(ptr, idx, val, bias, x.reshape(-1), out.reshape(-1))
     else:
         _spmm(ptr, idx, val, bias, x, out)
-    return out
 
 
 @numba.njit(**_JIT)
-def _node_signals(x, b, scale, shift, out):  # pragma: no cover - compiled
-    """Sample b of x (B, T, V, C) as (T*C, V) node trajectories, through the input BatchNorm affine."""
+def _node_signals(x, b0, count, scale, shift, out):  # pragma: no cover - compiled
+    """Samples b0..b0+count of x (B, T, V, C) as node trajectories through the input BatchNorm
+    affine (scale, shift: (T*C, V)): out[t*C + c, g*V + v] for sample b0 + g."""
     _, frames, nodes, chans = x.shape
-    for t in range(frames):
-        for v in range(nodes):
+    for g in range(count):
+        for t in range(frames):
             for c in range(chans):
                 d = t * chans + c
-                out[d, v] = x[b, t, v, c] * scale[v, d] + shift[v, d]
+                o, sc, sh = out[d, g * nodes:(g + 1) * nodes], scale[d], shift[d]
+                for v in range(nodes):
+                    o[v] = x[b0 + g, t, v, c] * sc[v] + sh[v]
 
 
 @numba.njit(**_JIT)
-def _attend(qkv, heads, adim, gdim, scale, shift, feats, b):  # pragma: no cover - compiled
-    """Per head: softmax(q k^T) mixes the nodes' gc features; then the gc BatchNorm affine and ReLU
-    write the sample's flattened (node, head, dim) features into column b of `feats`."""
-    nodes = qkv.shape[1]
-    s = np.empty((nodes, nodes), np.float32)
-    ka, ga = heads * adim, 2 * heads * adim
+def _attend(qkv, col, heads, adim, gdim, scale, shift, feats, b, scratch, bits):  # pragma: no cover
+    """Attention for the sample whose nodes are columns col.. of the tile `qkv` (rows q | k | gc).
+
+    Lanes are the attending node v (LANES of them; lanes past V read the next sample or padding and
+    are discarded), so the inner loops are full vector loops: s[u, v] = k_u . q_v, a softmax over u
+    per lane, each head's mixture of the gc features, then gc BatchNorm + ReLU into feats[:, b].
+    `scratch` is (2 V + gc_dim + 1, LANES) float32, `bits` V * LANES int32."""
+    lanes = scratch.shape[1]
+    nodes = (scratch.shape[0] - gdim - 1) // 2
+    s, ex, mix, tot = scratch[:nodes], scratch[nodes:2 * nodes], scratch[2 * nodes:2 * nodes + gdim], scratch[-1]
     for h in range(heads):
-        s[:, :] = 0
-        for a in range(adim):
-            q, k = qkv[h * adim + a], qkv[ka + h * adim + a]
-            for v in range(nodes):
-                qv = q[v]
-                for u in range(nodes):
-                    s[v, u] += qv * k[u]
+        q0, k0, g0 = h * adim, (heads + h) * adim, 2 * heads * adim + h * gdim
+        _lane_matmul(qkv[k0:k0 + adim, col:col + nodes].T, qkv, q0, col, s)
+        tot[:] = s[0]  # the max over u, first
+        for u in range(1, nodes):
+            for v in range(lanes):
+                tot[v] = max(tot[v], s[u, v])
+        for u in range(nodes):
+            for v in range(lanes):
+                ex[u, v] = s[u, v] - tot[v]
+        _exp_nonpositive(ex.reshape(-1), s.reshape(-1), bits)
+        tot[:] = s[0]
+        for u in range(1, nodes):
+            for v in range(lanes):
+                tot[v] += s[u, v]
+        _lane_matmul(qkv[g0:g0 + gdim, col:col + nodes], s, 0, 0, mix)
         for v in range(nodes):
-            m = s[v, 0]
-            for u in range(1, nodes):
-                m = max(m, s[v, u])
-            tot = np.float32(0.0)
-            for u in range(nodes):
-                e = math.exp(s[v, u] - m)
-                s[v, u] = e
-                tot += e
-            inv = np.float32(1.0) / tot
-            for u in range(nodes):
-                s[v, u] *= inv
-        for v in range(nodes):
+            inv = _ONE / tot[v]
             for d in range(gdim):
-                g = qkv[ga + h * gdim + d]
-                acc = np.float32(0.0)
-                for u in range(nodes):
-                    acc += s[v, u] * g[u]
                 j = (v * heads + h) * gdim + d
-                feats[j, b] = max(acc * scale[j] + shift[j], np.float32(0.0))
+                feats[j, b] = max(mix[d, v] * inv * scale[j] + shift[j], _ZERO)
 
 
 @numba.njit(**_JIT)
-def _agcn_forward(x, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, heads, adim, gdim, gc_scale, gc_shift,
-                  f_ptr, f_idx, f_val, f_bias, cls_w, cls_b):  # pragma: no cover - compiled
+def _tile_width(group, nodes):  # pragma: no cover - compiled
+    """Columns of a tile: `group` samples' nodes side by side, plus padding so that the last
+    sample's LANES lanes stay inside the tile."""
+    return group * nodes + -(-nodes // LANES) * LANES - nodes
+
+
+@numba.njit(**_JIT)
+def _features_tile(x, t, group, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, heads, adim, gdim, gc_scale,
+                   gc_shift, feats):  # pragma: no cover - compiled
+    """Everything before fc for samples t*group.. of x: node signals, q|k|gc, attention -> feats."""
+    _, frames, nodes, chans = x.shape
+    b0 = t * group
+    count = min(group, x.shape[0] - b0)
+    lanes = -(-nodes // LANES) * LANES
+    xs = np.zeros((frames * chans, _tile_width(group, nodes)), np.float32)
+    qkv = np.empty((q_ptr.shape[0] - 1, xs.shape[1]), np.float32)
+    scratch = np.empty((2 * nodes + gdim + 1, lanes), np.float32)
+    bits = np.empty(nodes * lanes, np.int32)
+    _node_signals(x, b0, count, in_scale, in_shift, xs)
+    _spmm(q_ptr, q_idx, q_val, q_bias, xs, qkv)
+    for g in range(count):
+        _attend(qkv, g * nodes, heads, adim, gdim, gc_scale, gc_shift, feats, b0 + g, scratch, bits)
+
+
+@numba.njit(parallel=True, **_JIT)
+def _features_tiles(x, group, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, heads, adim, gdim, gc_scale,
+                    gc_shift, feats):  # pragma: no cover - compiled
+    """`_features_tile` for every tile, tiles spread over numba's threads."""
+    for t in numba.prange(-(-x.shape[0] // group)):
+        _features_tile(x, t, group, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, heads, adim, gdim, gc_scale,
+                       gc_shift, feats)
+
+
+@numba.njit(**_JIT)
+def _agcn_head(feats, batch, f_ptr, f_idx, f_val, f_bias, cls_wt, cls_b):  # pragma: no cover - compiled
+    """fc, ReLU and the dense classifier (weights transposed: (hidden, classes)) -> (batch, classes)
+    logits. No BLAS call: its own thread pool would fight numba's for the same cores."""
+    hidden = np.empty((f_ptr.shape[0] - 1, feats.shape[1]), np.float32)
+    _linear(f_ptr, f_idx, f_val, f_bias, feats, hidden)
+    hidden = np.maximum(hidden, _ZERO)
+    logits = np.empty((batch, cls_b.shape[0]), np.float32)
+    _lane_matmul(hidden[:, :batch].T, cls_wt, 0, 0, logits)
+    return logits + cls_b
+
+
+@numba.njit(**_JIT)
+def _agcn_tiles(x, in_scale, in_shift):  # pragma: no cover - compiled
+    """The node-signal tiles the forward pass feeds to q|k|gc, all at once (benchmarks)."""
     batch, frames, nodes, chans = x.shape
-    xs = np.empty((frames * chans, nodes), np.float32)
-    qkv = np.empty((q_ptr.shape[0] - 1, nodes), np.float32)
-    feats = np.empty((gc_scale.shape[0], batch), np.float32)
-    for b in range(batch):
-        _node_signals(x, b, in_scale, in_shift, xs)
-        _spmm(q_ptr, q_idx, q_val, q_bias, xs, qkv)
-        _attend(qkv, heads, adim, gdim, gc_scale, gc_shift, feats, b)
-    hidden = np.maximum(_linear(f_ptr, f_idx, f_val, f_bias, feats), np.float32(0.0))
-    return (cls_w @ hidden).T + cls_b
+    group = min(batch, GROUP)
+    tiles = np.zeros((-(-batch // group), frames * chans, _tile_width(group, nodes)), np.float32)
+    for t in range(tiles.shape[0]):
+        _node_signals(x, t * group, min(group, batch - t * group), in_scale, in_shift, tiles[t])
+    return tiles
 
 
 @numba.njit(**_JIT)
-def _agcn_pruned_layers(nodes, q_ptr, q_idx, q_val, q_bias, feats, f_ptr, f_idx, f_val, f_bias):  # pragma: no cover
-    """The pruned layers alone, as the forward pass runs them: stacked q|k|gc per sample, then fc."""
-    out = np.empty((nodes.shape[0], q_ptr.shape[0] - 1, nodes.shape[2]), np.float32)
-    for b in range(nodes.shape[0]):
-        _spmm(q_ptr, q_idx, q_val, q_bias, nodes[b], out[b])
-    return out, _linear(f_ptr, f_idx, f_val, f_bias, feats)
+def _agcn_pruned_layers(tiles, q_ptr, q_idx, q_val, q_bias, feats, f_ptr, f_idx, f_val, f_bias):  # pragma: no cover
+    """The pruned layers alone, as the forward pass runs them: q|k|gc per tile, then fc."""
+    qkv = np.empty((tiles.shape[0], q_ptr.shape[0] - 1, tiles.shape[2]), np.float32)
+    for t in range(tiles.shape[0]):
+        _spmm(q_ptr, q_idx, q_val, q_bias, tiles[t], qkv[t])
+    out = np.empty((f_ptr.shape[0] - 1, feats.shape[1]), np.float32)
+    _linear(f_ptr, f_idx, f_val, f_bias, feats, out)
+    return qkv, out
 
 
 @dataclass(frozen=True)
 class CSR:
     """Compressed sparse rows with unsigned column indices (no negative-index checks in the kernels)."""
 
-    ptr: np.ndarray  # int64, rows + 1
+    ptr: np.ndarray  # uint64, rows + 1
     idx: np.ndarray  # uint16 or uint32
     val: np.ndarray  # float32
 
@@ -169,7 +271,7 @@ class CSR:
             raise ValueError(f"cannot stack matrices with column counts {sorted(cols)}")
         ncols = cols.pop()
         counts = np.concatenate([np.bincount(p.positions // ncols, minlength=p.shape[0]) for p, _ in parts])
-        ptr = np.zeros(len(counts) + 1, np.int64)
+        ptr = np.zeros(len(counts) + 1, np.uint64)
         np.cumsum(counts, out=ptr[1:])
         idx = np.concatenate([p.positions % ncols for p, _ in parts]).astype(np.uint16 if ncols <= 1 << 16 else np.uint32)
         val = np.concatenate([p.values * np.float32(f) for p, f in parts]).astype(np.float32)
@@ -196,35 +298,51 @@ class SparseAttentionGCN(nn.Module):
         self.input_shape = (int(kw["in_frames"]), arch.num_nodes, int(kw["in_channels"]))
         frames, nodes, chans = self.input_shape
         d = compact.dense
-        self.in_scale = d["data_bn.scale"].reshape(nodes, frames * chans)
-        self.in_shift = d["data_bn.shift"].reshape(nodes, frames * chans)
+        self.in_scale = np.ascontiguousarray(d["data_bn.scale"].reshape(nodes, frames * chans).T)
+        self.in_shift = np.ascontiguousarray(d["data_bn.shift"].reshape(nodes, frames * chans).T)
         q = 1.0 / math.sqrt(self.adim)  # attention scale folded into the query rows
         self.qkv = CSR.stack([(compact.kept("query.weight"), q), (compact.kept("key.weight"), 1.0),
                               (compact.kept("gc.weight"), 1.0)])
         self.qkv_bias = np.concatenate([d["query.bias"] * np.float32(q), d["key.bias"], d["gc.bias"]])
         self.gc_scale, self.gc_shift = d["gc_bn.scale"], d["gc_bn.shift"]
         self.fc, self.fc_bias = CSR.stack([(compact.kept("fc.weight"), 1.0)]), d["fc.bias"]
-        self.cls_w, self.cls_b = np.ascontiguousarray(d["classifier.weight"]), d["classifier.bias"]
+        self.cls_wt, self.cls_b = np.ascontiguousarray(d["classifier.weight"].T), d["classifier.bias"]
         self.eval()
+
+    def _features(self, x: np.ndarray) -> np.ndarray:
+        """(V*heads*gc_dim, width) fc inputs; width = 1 or the batch padded to LANES (for `_spmm`)."""
+        batch = len(x)
+        feats = np.zeros((len(self.gc_scale), 1 if batch == 1 else -(-batch // LANES) * LANES), np.float32)
+        args = (self.in_scale, self.in_shift, *self.qkv.arrays, self.qkv_bias, self.heads, self.adim, self.gdim,
+                self.gc_scale, self.gc_shift, feats)
+        if batch <= GROUP:  # one tile: skip the threads' start-up and barrier
+            _features_tile(x, 0, batch, *args)
+        else:
+            _features_tiles(x, GROUP, *args)
+        return feats
+
+    def _checked(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, np.float32)
+        if x.ndim != 4 or x.shape[1:] != self.input_shape or not len(x):
+            raise ValueError(f"expected input (B>=1, {', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}")
+        return x
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Logits (B, classes) for x (B, T, V, C) float32."""
-        x = np.ascontiguousarray(x, np.float32)
-        if x.ndim != 4 or x.shape[1:] != self.input_shape:
-            raise ValueError(f"expected input (B, {', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}")
-        if x.shape[0] == 0:
-            return np.empty((0, len(self.cls_b)), np.float32)
-        return np.ascontiguousarray(_agcn_forward(
-            x, self.in_scale, self.in_shift, *self.qkv.arrays, self.qkv_bias, self.heads, self.adim, self.gdim,
-            self.gc_scale, self.gc_shift, *self.fc.arrays, self.fc_bias, self.cls_w, self.cls_b))
+        x = self._checked(x)
+        return _agcn_head(self._features(x), len(x), *self.fc.arrays, self.fc_bias, self.cls_wt, self.cls_b)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.run(x.detach().cpu().numpy()))
 
-    def pruned_layers(self, nodes: np.ndarray, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Only the sparse layers (for benchmarks): q|k|gc on node signals (B, T*C, V) and fc on
-        features (V*heads*gc_dim, B), exactly as `run` calls them."""
-        return _agcn_pruned_layers(nodes, *self.qkv.arrays, self.qkv_bias, feats, *self.fc.arrays, self.fc_bias)
+    def layer_inputs(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What the pruned layers receive for input x, in this runtime's layouts (benchmarks)."""
+        x = self._checked(x)
+        return _agcn_tiles(x, self.in_scale, self.in_shift), self._features(x)
+
+    def pruned_layers(self, tiles: np.ndarray, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Only the sparse layers, on `layer_inputs(x)`: q|k|gc per tile, and fc."""
+        return _agcn_pruned_layers(tiles, *self.qkv.arrays, self.qkv_bias, feats, *self.fc.arrays, self.fc_bias)
 
 
 #: Sparse runtimes by model name (the `model` field of the config).

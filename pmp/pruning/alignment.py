@@ -4,7 +4,8 @@ Both terms see a random subsample of each group's weights (`subsample`): sorting
 million weights every step made training 5.6x slower than dense in the prototype, while 4,096 draws
 estimate a distribution to about 1/sqrt(4096) = 1.6% and cost well under a millisecond. Each term is
 scale-free (0 when P = Q up to sampling noise, order 1 when P is a differently scaled Q), so one
-lambda suits every layer.
+lambda suits every layer, and samples divided by std(Q) can be scored against the unit-std prior:
+PMP scores all its layers in one batched call, `w` of shape (layers, samples).
 
 - `KLAlignment`: KL(P || Q) over fixed bins (equal-mass under Q, plus the band edges +-a(r), so the
   mass inside the band is one of the matched quantities). P is a soft histogram: a weight counts as
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Sequence
 
+import numpy as np
 import torch
 
 from .priors import Prior
@@ -39,8 +41,16 @@ def subsample(tensors: Sequence[torch.Tensor], size: int, generator: torch.Gener
     return torch.cat([f.index_select(0, idx[owner == i] - starts[i]) for i, f in enumerate(flats)])
 
 
+def sort_last(x: torch.Tensor) -> torch.Tensor:
+    """Differentiable ascending sort along the last dimension. On CPU the permutation comes from
+    numpy: torch.sort takes 1.3 ms on a (4, 4096) batch of samples, numpy 0.3 ms."""
+    if x.device.type != "cpu":
+        return torch.sort(x, dim=-1).values
+    return x.gather(-1, torch.from_numpy(np.argsort(x.detach().numpy(), axis=-1)))
+
+
 class Alignment:
-    """A distance D(P || Q) between the sampled weights and the prior; called on a subsample."""
+    """D(P || Q) between sampled weights and the prior: `w` (..., m) -> (...), one value per row."""
 
     name: ClassVar[str]
 
@@ -66,11 +76,11 @@ class KLAlignment(Alignment):
 
     def __call__(self, w: torch.Tensor) -> torch.Tensor:
         edges = self.edges.to(w.device, w.dtype)
-        below = torch.sigmoid((edges - w.unsqueeze(1)) / self.width).mean(0)  # soft P(w < e)
-        zero, one = below.new_zeros(1), below.new_ones(1)
-        p = torch.diff(below, prepend=zero, append=one).clamp_min(1e-12)
+        below = torch.sigmoid((edges - w.unsqueeze(-1)) / self.width).mean(-2)  # soft P(w < e), (..., K-1)
+        ends = below.new_zeros(below.shape[:-1] + (1,))
+        p = torch.diff(below, prepend=ends, append=ends + 1.0).clamp_min(1e-12)
         q = self.q_mass.to(w.device, w.dtype)
-        return (p * (p / q).log()).sum()
+        return (p * (p / q).log()).sum(-1)
 
 
 class WassersteinAlignment(Alignment):
@@ -78,18 +88,20 @@ class WassersteinAlignment(Alignment):
 
     def __init__(self, prior: Prior, rate: float):
         super().__init__(prior, rate)
-        self._targets: dict[int, torch.Tensor] = {}  # by sample size (fixed per group in practice)
+        self._targets: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
 
-    def targets(self, m: int) -> torch.Tensor:
-        if m not in self._targets:
+    def targets(self, m: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """Quantiles of |Q| at (i + 1/2) / m, cached (the sample size is fixed per layer)."""
+        key = (m, dtype, device)
+        if key not in self._targets:
             pos = (torch.arange(m, dtype=torch.float64) + 0.5) / m
-            self._targets[m] = self.prior.magnitude_quantile(pos)
-        return self._targets[m]
+            self._targets[key] = self.prior.magnitude_quantile(pos).to(device, dtype)
+        return self._targets[key]
 
     def __call__(self, w: torch.Tensor) -> torch.Tensor:
-        mags = torch.sort(w.abs()).values
-        t = self.targets(mags.numel()).to(w.device, w.dtype)
-        return (mags - t).square().mean() / self.prior.std**2
+        mags = sort_last(w.abs())
+        t = self.targets(mags.shape[-1], w.dtype, w.device)
+        return (mags - t).square().mean(-1) / self.prior.std**2
 
 
 ALIGNMENTS: dict[str, type[Alignment]] = {cls.name: cls for cls in (KLAlignment, WassersteinAlignment)}

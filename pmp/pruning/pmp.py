@@ -28,35 +28,46 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .alignment import ALIGNMENTS, Alignment, make_alignment, subsample
+from .alignment import ALIGNMENTS, make_alignment, subsample
 from .bandstop import BandStop
 from .base import Pruner, register_method
 from .masks import kept_count
-from .priors import Prior, make_prior, matched_prior
+from .priors import Prior, make_prior, matched_prior, standard_prior
 
 DEFAULT_ALIGNMENT = "wasserstein"
 
 
-def exact_edge(tensors: list[torch.Tensor], rate: float) -> float:
+def exact_edge(tensors: list[torch.Tensor], rate: float, scratch: np.ndarray | None = None) -> float:
     """Midpoint between the k-th and (k+1)-th smallest |w| over `tensors`, k = round(rate N):
     the threshold that prunes exactly what exact top-k prunes (bar ties at the edge).
 
-    On CPU, numpy's in-place introselect: about 1.3 ms on 1M weights, 10x faster than torch.kthvalue."""
+    On CPU, numpy's in-place introselect (0.6 ms on 1M weights, 20x faster than torch.kthvalue)
+    in `scratch`, an array of the pooled size and dtype reused across steps: a fresh
+    4 MB buffer per step costs as much again in page faults."""
     flat = [t.detach().reshape(-1) for t in tensors]
-    mags = (torch.cat(flat) if len(flat) > 1 else flat[0]).abs()  # a fresh tensor, free to reorder
-    n = mags.numel()
+    n = sum(f.numel() for f in flat)
     k = n - kept_count(rate, n)
-    if k == 0:
-        return float(mags.min()) / 2.0
-    if k == n:
-        return 2.0 * float(mags.max()) + 1.0
-    if mags.device.type == "cpu":
-        part = mags.float().numpy()
-        part.partition(k - 1)  # part[k-1] is the k-th smallest, everything after it is >= it
-        lo, hi = float(part[k - 1]), float(part[k:].min())
-    else:
+    if flat[0].device.type != "cpu":
+        mags = torch.cat(flat).abs()
+        if k in (0, n):
+            return _outside_edge(float(mags.min()), float(mags.max()), k)
         lo, hi = (float(torch.kthvalue(mags, j).values) for j in (k, k + 1))
-    return (lo + hi) / 2.0
+        return (lo + hi) / 2.0
+    arrays = [f.numpy() for f in flat]
+    mags = scratch if scratch is not None else np.empty(n, dtype=arrays[0].dtype)
+    if len(arrays) > 1:
+        np.concatenate(arrays, out=mags)
+    np.abs(arrays[0] if len(arrays) == 1 else mags, out=mags)
+    if k in (0, n):
+        return _outside_edge(float(mags.min()), float(mags.max()), k)
+    # non-negative IEEE floats order as their bit patterns: integer introselect is 2x faster
+    mags.view(f"i{mags.itemsize}").partition(k - 1)  # mags[k-1]: the k-th smallest; after it: >= it
+    return (float(mags[k - 1]) + float(mags[k:].min())) / 2.0
+
+
+def _outside_edge(smallest: float, largest: float, k: int) -> float:
+    """The edge when nothing (k = 0) or everything is pruned: below or above every magnitude."""
+    return smallest / 2.0 if k == 0 else 2.0 * largest + 1.0
 
 
 @dataclass
@@ -65,9 +76,17 @@ class _Group:
 
     names: list[str]
     prior: Prior
-    align: Alignment
     edge: float = 0.0
     sharpness: float = 1.0
+    scratch: torch.Tensor | None = None
+
+    def scratch_for(self, latents: list[torch.Tensor]) -> np.ndarray | None:
+        """exact_edge's buffer, kept across steps (CPU only; None elsewhere)."""
+        if latents[0].device.type != "cpu":
+            return None
+        if self.scratch is None or self.scratch.dtype != latents[0].dtype:
+            self.scratch = torch.empty(sum(t.numel() for t in latents), dtype=latents[0].dtype)
+        return self.scratch.numpy()
 
 
 @register_method
@@ -116,6 +135,8 @@ class PMP(Pruner):
             prior_scale if prior_scale is not None else matched_prior(prior, self._latents(ns)).scale for ns in names
         ]
         self._groups = self._make_groups(names, scales)
+        # every group is scored against the unit-std prior on samples divided by its std
+        self._align = make_alignment(alignment, standard_prior(prior), self.rate)
         self._bandstops: dict[str, BandStop] = {}
         for t in self.targets:
             band = BandStop(self.latent(t.name))
@@ -125,11 +146,7 @@ class PMP(Pruner):
         self._schedule()
 
     def _make_groups(self, names: list[list[str]], scales: list[float]) -> list[_Group]:
-        groups = []
-        for ns, scale in zip(names, scales):
-            q = make_prior(self.prior_name, scale)
-            groups.append(_Group(ns, q, make_alignment(self.alignment_name, q, self.rate)))
-        return groups
+        return [_Group(ns, make_prior(self.prior_name, scale)) for ns, scale in zip(names, scales)]
 
     def _latents(self, names: list[str]) -> list[torch.Tensor]:
         return [self.latent(n) for n in names]
@@ -145,8 +162,11 @@ class PMP(Pruner):
         device = self.latent(self.targets[0].name).device
         if self.finalized or self.lam == 0.0:
             return torch.zeros((), device=device)
-        terms = [g.align(subsample(self._latents(g.names), self.subsample, self.generator)) for g in self._groups]
-        return self.lam * torch.stack(terms).mean()
+        by_size: dict[int, list[torch.Tensor]] = {}  # groups with equal sample sizes go in one batch
+        for g in self._groups:
+            x = subsample(self._latents(g.names), self.subsample, self.generator) / g.prior.std
+            by_size.setdefault(x.numel(), []).append(x)
+        return self.lam * torch.cat([self._align(torch.stack(xs)) for xs in by_size.values()]).mean()
 
     def step(self, progress: float) -> bool:
         if self.finalized:
@@ -166,7 +186,8 @@ class PMP(Pruner):
         for g in self._groups:
             g.sharpness = s_rel / g.prior.std
             if self.edge_rule == "empirical":
-                g.edge = exact_edge(self._latents(g.names), self.rate)
+                latents = self._latents(g.names)
+                g.edge = exact_edge(latents, self.rate, g.scratch_for(latents))
             else:
                 g.edge = g.prior.band_edge(self.rate)
             for n in g.names:
@@ -199,25 +220,23 @@ class PMP(Pruner):
             raise RuntimeError("pmp: soft_to_hard() needs the soft network; the pruner is finalized")
         masks = self.compute_masks(self.final_scores())
         per: dict[str, dict[str, float]] = {}
-        sums = {"in": 0.0, "n_in": 0, "out": 0.0, "n_out": 0, "gap": 0.0, "soft": 0.0}
+        psi_in = psi_out = gap = norm = 0.0
+        n_in = 0
         for g in self._groups:
             for n in g.names:
                 w = self.latent(n)
                 psi = self._bandstops[n].gate(w)
                 band = w.abs() < g.edge
-                psi_in, psi_out = float(psi[band].sum()), float(psi[~band].sum())
-                n_in = int(band.sum())
-                n_out = w.numel() - n_in
-                per[n] = {"psi_in_band": psi_in / max(n_in, 1), "psi_out_band": psi_out / max(n_out, 1)}
+                t_in, t_out, c_in = float(psi[band].sum()), float(psi[~band].sum()), int(band.sum())
+                per[n] = {"psi_in_band": t_in / max(c_in, 1), "psi_out_band": t_out / max(w.numel() - c_in, 1)}
+                psi_in, psi_out, n_in = psi_in + t_in, psi_out + t_out, n_in + c_in
                 soft = w * psi
-                sums["gap"] += float((soft - w * masks[n]).square().sum())
-                sums["soft"] += float(soft.square().sum())
-                for key, value in (("in", psi_in), ("n_in", n_in), ("out", psi_out), ("n_out", n_out)):
-                    sums[key] += value
+                gap += float((soft - w * masks[n]).square().sum())
+                norm += float(soft.square().sum())
         return {
-            "psi_in_band": sums["in"] / max(sums["n_in"], 1),
-            "psi_out_band": sums["out"] / max(sums["n_out"], 1),
-            "relative_gap": math.sqrt(sums["gap"] / sums["soft"]) if sums["soft"] > 0 else 0.0,
+            "psi_in_band": psi_in / max(n_in, 1),
+            "psi_out_band": psi_out / max(self.numel() - n_in, 1),
+            "relative_gap": math.sqrt(gap / norm) if norm > 0 else 0.0,
             "per_tensor": per,
             "prior_mismatch": self.prior_mismatch(),
         }

@@ -121,8 +121,8 @@ class Uniform(Prior):
         return ((x.double() + self.scale) / (2.0 * self.scale)).clamp(0.0, 1.0)
 
     def log_pdf(self, x: torch.Tensor) -> torch.Tensor:
-        inside = x.double().abs() <= self.scale
-        return torch.where(inside, -math.log(2.0 * self.scale), -math.inf)
+        x = x.double()
+        return torch.where(x.abs() <= self.scale, x.new_tensor(-math.log(2.0 * self.scale)), x.new_tensor(-math.inf))
 
     def quantile(self, p: torch.Tensor | float) -> torch.Tensor:
         return self.scale * (2.0 * _as_prob(p) - 1.0)
@@ -139,6 +139,11 @@ def _prior_class(name: str) -> type[Prior]:
 
 def make_prior(name: str, scale: float) -> Prior:
     return _prior_class(name)(scale)
+
+
+def standard_prior(name: str) -> Prior:
+    """The prior `name` with std 1: scale-free alignments score weights / std against it."""
+    return _prior_class(name).from_std(1.0)
 
 
 def matched_prior(name: str, weights: torch.Tensor | Sequence[torch.Tensor]) -> Prior:

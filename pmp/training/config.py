@@ -147,11 +147,9 @@ def load_config(path: str | Path) -> ExperimentConfig:
 def apply_overrides(cfg: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
     """A new config with dotted keys set, e.g. {"pruning.rate": 0.9, "pruning.options.prior": "laplace"}.
 
-    String values are parsed as YAML scalars so that CLI strings become numbers/booleans."""
+    Values are taken as given; CLI strings go through `parse_scalar` first."""
     data = cfg.to_dict()
     for key, value in overrides.items():
-        if isinstance(value, str):
-            value = yaml.safe_load(value) if value != "" else value
         node = data
         parts = key.split(".")
         for p in parts[:-1]:
@@ -166,14 +164,36 @@ def apply_overrides(cfg: ExperimentConfig, overrides: dict[str, Any]) -> Experim
     return from_dict(ExperimentConfig, data, where="overrides")
 
 
-def parse_set_options(items: list[str]) -> dict[str, str]:
+def parse_scalar(text: str) -> Any:
+    """A CLI string as a value: bool, null, int, float, a YAML list/mapping, else the string itself.
+
+    Not plain YAML: YAML 1.1 reads the split name "1:1" as the base-60 number 61."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("null", "~"):
+        return None
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    if text.strip()[:1] in ("[", "{"):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"cannot parse {text!r}: {e}") from e
+    return text
+
+
+def parse_set_options(items: list[str]) -> dict[str, Any]:
     """`["train.epochs=50", ...]` from repeated --set flags into a dict; names the bad item."""
     out = {}
     for item in items:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE (e.g. train.epochs=50)")
         k, v = item.split("=", 1)
-        out[k.strip()] = v
+        out[k.strip()] = parse_scalar(v)
     return out
 
 

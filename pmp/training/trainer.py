@@ -186,8 +186,8 @@ class _Run:
                 self.optimizer = make_optimizer(self.params, self.cfg)  # weights rewound
                 self.phase_start = self.step_count
             n = len(idx)
-            tot_loss += float(loss) * n
-            tot_pen += float(penalty) * n
+            tot_loss += float(loss.detach()) * n
+            tot_pen += float(penalty.detach()) * n
             correct += float((logits.argmax(1) == self.y_train[idx]).sum())
         n = len(order)
         return {"lr": lr, "loss": tot_loss / n, "penalty": tot_pen / n, "train_acc": correct / n}

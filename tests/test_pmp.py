@@ -1,0 +1,293 @@
+"""PMP: exact rates at finalisation, gradients, schedules, diagnostics, checkpoints, a toy run."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from pmp.pruning import PMP, make_prior
+from pmp.pruning.base import METHODS
+from pmp.pruning.bandstop import band_stop_gate
+from pmp.pruning.masks import kept_count
+from pmp.pruning.pmp import exact_edge
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny ops: a second intra-op thread only adds synchronisation, badly so on a loaded machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def mlp(seed: int = 0, sizes: tuple[int, ...] = (8, 32, 32, 2)) -> nn.Sequential:
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        layers += [nn.Linear(a, b)] + ([nn.ReLU()] if i < len(sizes) - 2 else [])
+    return nn.Sequential(*layers)
+
+
+def convnet(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1 = nn.Conv1d(3, 8, 3)
+            self.c2 = nn.Conv2d(8, 6, (1, 3), groups=2)
+            self.head = nn.Linear(6, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.c1(x)).unsqueeze(2)
+            return self.head(torch.relu(self.c2(h)).mean((2, 3)))
+
+    return Net()
+
+
+def test_registered_and_the_few_line_api_on_convolutions() -> None:
+    assert METHODS["pmp"] is PMP
+    model = convnet()
+    pruner = PMP(model, rate=0.9, prior="laplace")
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    x = torch.randn(4, 3, 12)
+    for i in range(3):
+        loss = model(x).square().mean() + pruner.penalty()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        pruner.step((i + 1) / 3)
+    masks = pruner.finalize()
+    assert set(masks) == {"c1.weight", "c2.weight"}  # the last layer is excluded by default
+    for name, m in masks.items():
+        assert int((~m).sum()) == round(0.9 * m.numel())
+        assert torch.equal(model.get_parameter(name) == 0, ~m)
+    json.dumps(pruner.describe())
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shapes=st.lists(st.tuples(st.integers(1, 9), st.integers(1, 9)), min_size=1, max_size=3),
+    rate=st.floats(0.0, 0.999),
+    scope=st.sampled_from(["layer", "global"]),
+    values=st.sampled_from([(-2.0, -1.0, 1.0, 2.0), (0.5,), None]),  # heavy ties, all tied, no ties
+    seed=st.integers(0, 1000),
+)
+def test_finalize_prunes_exactly_round_rn(shapes, rate, scope, values, seed) -> None:
+    g = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(*[nn.Linear(i, o, bias=False) for o, i in shapes])
+    with torch.no_grad():
+        for p in model.parameters():
+            if values is None:
+                p.copy_(torch.randn(p.shape, generator=g))
+            else:
+                v = torch.tensor(values)
+                p.copy_(v[torch.randint(0, len(values), p.shape, generator=g)])
+    pruner = PMP(model, rate=rate, scope=scope, exclude_last=False)
+    pruner.step(1.0)
+    masks = pruner.finalize()
+    sizes = [m.numel() for m in masks.values()]
+    pruned = [int((~m).sum()) for m in masks.values()]
+    if scope == "layer":
+        assert pruned == [n - kept_count(rate, n) for n in sizes]
+    else:
+        assert sum(pruned) == sum(sizes) - kept_count(rate, sum(sizes))
+    for p, m in zip(model.parameters(), masks.values()):
+        assert torch.equal(p != 0, m)  # kept weights are nonzero here, so zeros == pruned
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 3000), rate=st.floats(0.0, 0.999), parts=st.integers(1, 3), seed=st.integers(0, 1000))
+def test_exact_edge_separates_the_k_smallest(n: int, rate: float, parts: int, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    tensors = [torch.randn(n, generator=g) for _ in range(parts)]
+    mags = torch.cat(tensors).abs()
+    a = exact_edge(tensors, rate)
+    k = mags.numel() - kept_count(rate, mags.numel())
+    assert int((mags < a).sum()) == k
+    assert a == exact_edge(tensors, rate, np.empty(mags.numel(), dtype=np.float32))
+
+
+def test_soft_mask_prunes_what_finalize_prunes() -> None:
+    """Empirical edge: psi < 1/2 exactly on the weights that finalize() removes (no ties)."""
+    for scope in ("layer", "global"):
+        model = mlp()
+        pruner = PMP(model, rate=0.93, scope=scope)
+        soft = {t.name: pruner.effective(t.name).detach().abs() < pruner.latent(t.name).detach().abs() / 2 for t in pruner.targets}
+        masks = pruner.finalize()
+        for name, m in masks.items():
+            assert torch.equal(soft[name], ~m)
+
+
+def test_gradient_reaches_the_latent_through_both_factors() -> None:
+    """dL/dW^ = dL/dW * (psi + s |W^| psi (1 - psi)), W = W^ psi(W^) the weight the layer uses."""
+    model = mlp()
+    pruner = PMP(model, rate=0.5, s_start=3.0, s_end=3.0)
+    x = torch.randn(16, 8)
+    model(x).sum().backward()
+    lin = model[0]
+    latent = pruner.latent("0.weight").detach()
+    band = lin.parametrizations.weight[0]
+    psi = band_stop_gate(latent, band.edge, band.sharpness)
+    w = (latent * psi).requires_grad_()  # the effective weight as a leaf: dL/dW
+    model[2:](torch.relu(nn.functional.linear(x, w, lin.bias))).sum().backward()
+    expected = w.grad * (psi + band.sharpness * latent.abs() * psi * (1 - psi))
+    torch.testing.assert_close(lin.parametrizations.weight.original.grad, expected)
+
+
+def test_sharpness_schedule_and_edge_rules() -> None:
+    model = mlp()
+    pruner = PMP(model, rate=0.8, s_start=2.0, s_end=200.0, edge="prior")
+    band = model[0].parametrizations.weight[0]
+    q = pruner.priors["0.weight"]
+    assert float(band.sharpness) == pytest.approx(2.0 / q.std, rel=1e-6)
+    assert float(band.edge) == pytest.approx(q.band_edge(0.8), rel=1e-6)
+    pruner.step(0.5)
+    assert float(band.sharpness) == pytest.approx(20.0 / q.std, rel=1e-6)  # geometric
+    pruner.step(1.0)
+    assert float(band.sharpness) == pytest.approx(200.0 / q.std, rel=1e-6)
+    glob = PMP(mlp(), rate=0.8, scope="global")
+    assert len({id(q) for q in glob.priors.values()}) == 1  # one prior, one edge for all targets
+
+
+@pytest.mark.parametrize("alignment", ["wasserstein", "kl"])
+def test_penalty_small_on_prior_weights_large_otherwise(alignment: str) -> None:
+    model = mlp(sizes=(64, 128, 128, 2))
+    q = make_prior("gaussian", 0.05)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for layer in (model[0], model[2]):
+            layer.weight.copy_(q.sample(layer.weight.shape, g))
+    pruner = PMP(model, rate=0.9, prior="gaussian", prior_scale=0.05, alignment=alignment, lam=1.0)
+    near = float(pruner.penalty().detach())
+    mismatch = pruner.prior_mismatch()
+    assert mismatch["overall"] == pytest.approx(0.9, abs=0.01)
+    with torch.no_grad():
+        for t in pruner.targets:
+            pruner.latent(t.name).mul_(2.5)
+    far = float(pruner.penalty().detach())
+    assert near < 0.02 and far > 0.3
+    assert pruner.prior_mismatch()["overall"] < 0.6
+
+
+def test_diagnostics_report_a_crisp_mask_at_high_sharpness() -> None:
+    model = mlp()
+    pruner = PMP(model, rate=0.9)
+    early = pruner.soft_to_hard()
+    pruner.step(1.0)
+    late = pruner.soft_to_hard()
+    assert late["psi_in_band"] < 1e-3 < early["psi_in_band"]
+    assert late["psi_out_band"] > 0.99
+    assert late["relative_gap"] < early["relative_gap"]
+    assert set(late["per_tensor"]) == {t.name for t in pruner.targets}
+    json.dumps(late)
+
+
+def _save(path, pruner: PMP, model: nn.Module) -> None:
+    """Tensors into safetensors, everything else into JSON: no pickle anywhere."""
+    state = {f"pruner.{k}": v for k, v in pruner.state_dict().items()}
+    state.update({f"model.{k}": v for k, v in model.state_dict().items()})
+    save_file({k: v.contiguous() for k, v in state.items() if torch.is_tensor(v)}, str(path / "ckpt.safetensors"))
+    (path / "ckpt.json").write_text(json.dumps({k: v for k, v in state.items() if not torch.is_tensor(v)}))
+
+
+def _load(path) -> tuple[dict, dict]:
+    state = {**load_file(str(path / "ckpt.safetensors")), **json.loads((path / "ckpt.json").read_text())}
+    split = lambda prefix: {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}  # noqa: E731
+    return split("pruner."), split("model.")
+
+
+def _train(model: nn.Module, pruner: PMP, opt: torch.optim.Optimizer, batches, start: int, stop: int) -> list[float]:
+    losses, total = [], len(batches)
+    for i in range(start, stop):
+        x, y = batches[i]
+        loss = nn.functional.cross_entropy(model(x), y) + pruner.penalty()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        pruner.step((i + 1) / total)
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def test_checkpoint_resumes_exactly(tmp_path) -> None:
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(16, 8, generator=g), torch.randint(0, 2, (16,), generator=g)) for _ in range(10)]
+    model = mlp(0)
+    pruner = PMP(model, rate=0.9, subsample=64)
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    reference = _train(model, pruner, opt, batches, 0, 10)
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+
+    model = mlp(0)
+    pruner = PMP(model, rate=0.9, subsample=64)
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    first = _train(model, pruner, opt, batches, 0, 5)
+    _save(tmp_path, pruner, model)
+    opt_state = copy.deepcopy(opt.state_dict())
+
+    fresh = mlp(1)  # different initialisation: everything must come from the checkpoint
+    resumed = PMP(fresh, rate=0.9, subsample=64)
+    pruner_state, model_state = _load(tmp_path)
+    resumed.load_state_dict(pruner_state)
+    fresh.load_state_dict(model_state)
+    opt = torch.optim.Adam(fresh.parameters(), 1e-2)
+    opt.load_state_dict(opt_state)
+    second = _train(fresh, resumed, opt, batches, 5, 10)
+    assert first + second == reference
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, expected[k]), k
+
+
+def test_toy_problem_exact_rate_and_hard_equals_soft(tmp_path) -> None:
+    """A small MLP on a separable problem: exact rate, hard accuracy = soft accuracy, and the
+    finalised weights survive a safetensors round trip bit for bit."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 8, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    model = mlp(0, (8, 64, 64, 2))
+    pruner = PMP(model, rate=0.9)
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    steps = 150
+    for i in range(steps):
+        idx = torch.randint(0, 512, (64,), generator=g)
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx]) + pruner.penalty()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        pruner.step((i + 1) / steps)
+    with torch.no_grad():
+        soft = (model(x).argmax(1) == y).float().mean().item()
+    masks = pruner.finalize()
+    with torch.no_grad():
+        hard = (model(x).argmax(1) == y).float().mean().item()
+    assert soft > 0.9 and abs(hard - soft) <= 0.01
+    for name, m in masks.items():
+        assert int((~m).sum()) == round(0.9 * m.numel())
+        assert int((model.get_parameter(name) == 0).sum()) == int((~m).sum())
+    save_file(model.state_dict(), str(tmp_path / "model.safetensors"))
+    restored = mlp(1, (8, 64, 64, 2))
+    restored.load_state_dict(load_file(str(tmp_path / "model.safetensors")))
+    for k, v in model.state_dict().items():
+        assert torch.equal(restored.state_dict()[k], v)
+    assert pruner.penalty().item() == 0.0 and not pruner.step(1.0)
+
+
+def test_invalid_options() -> None:
+    with pytest.raises(ValueError):
+        PMP(mlp(), rate=0.5, edge="median")
+    with pytest.raises(KeyError):
+        PMP(mlp(), rate=0.5, alignment="mmd")
+    with pytest.raises(ValueError):
+        PMP(mlp(), rate=0.5, s_start=10.0, s_end=1.0)
+    with pytest.raises(ValueError):
+        PMP(mlp(), rate=1.0)
