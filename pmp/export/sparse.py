@@ -98,18 +98,21 @@ def _spmm(ptr, idx, val, bias, x, out):  # pragma: no cover - compiled
 def _lane_matmul(w, x, xr, xc, out):  # pragma: no cover - compiled
     """out[i, :] = sum_j w[i, j] * x[xr + j, xc:xc + lanes]: the dense twin of `_spmm` for the
     attention's small products (w may be a strided view; the x rows are contiguous lane vectors)."""
-    lanes, n = out.shape[1], w.shape[1]
+    lanes, n = out.shape[1], np.uint64(w.shape[1])
+    xr, xc = np.uint64(xr), np.uint64(xc)
+    xe = xc + np.uint64(lanes)
     for i in range(w.shape[0]):
-        o = out[i]
+        o, wi = out[i], w[i]
         o[:] = 0
-        j = 0
-        while j + 4 <= n:
-            _axpy4(o, w[i, j], x[xr + j, xc:xc + lanes], w[i, j + 1], x[xr + j + 1, xc:xc + lanes],
-                   w[i, j + 2], x[xr + j + 2, xc:xc + lanes], w[i, j + 3], x[xr + j + 3, xc:xc + lanes])
-            j += 4
+        j = np.uint64(0)
+        while j + _U4 <= n:
+            r = xr + j
+            _axpy4(o, wi[j], x[r, xc:xe], wi[j + _U1], x[r + _U1, xc:xe], wi[j + _U2], x[r + _U2, xc:xe],
+                   wi[j + _U3], x[r + _U3, xc:xe])
+            j += _U4
         while j < n:
-            _axpy(o, w[i, j], x[xr + j, xc:xc + lanes])
-            j += 1
+            _axpy(o, wi[j], x[xr + j, xc:xe])
+            j += _U1
 
 
 @numba.njit(**_JIT)
@@ -222,15 +225,20 @@ def _features_tiles(x, group, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, h
 
 
 @numba.njit(**_JIT)
-def _agcn_head(feats, batch, f_ptr, f_idx, f_val, f_bias, cls_wt, cls_b):  # pragma: no cover - compiled
-    """fc, ReLU and the dense classifier (weights transposed: (hidden, classes)) -> (batch, classes)
-    logits. No BLAS call: its own thread pool would fight numba's for the same cores."""
+def _agcn_head(feats, batch, f_ptr, f_idx, f_val, f_bias, cls_w, cls_wt, cls_b):  # pragma: no cover - compiled
+    """fc, ReLU and the dense classifier -> (batch, classes) logits. The classifier's lanes are the
+    classes for one sample, the (padded) batch otherwise (cls_wt = cls_w transposed). No BLAS call:
+    its own thread pool would fight numba's for the same cores."""
     hidden = np.empty((f_ptr.shape[0] - 1, feats.shape[1]), np.float32)
     _linear(f_ptr, f_idx, f_val, f_bias, feats, hidden)
     hidden = np.maximum(hidden, _ZERO)
-    logits = np.empty((batch, cls_b.shape[0]), np.float32)
-    _lane_matmul(hidden[:, :batch].T, cls_wt, 0, 0, logits)
-    return logits + cls_b
+    if batch == 1:
+        logits = np.empty((1, cls_b.shape[0]), np.float32)
+        _lane_matmul(hidden.T, cls_wt, 0, 0, logits)
+        return logits + cls_b
+    logits_t = np.empty((cls_b.shape[0], hidden.shape[1]), np.float32)
+    _lane_matmul(cls_w, hidden, 0, 0, logits_t)
+    return np.ascontiguousarray(logits_t[:, :batch].T) + cls_b
 
 
 @numba.njit(**_JIT)
@@ -306,7 +314,8 @@ class SparseAttentionGCN(nn.Module):
         self.qkv_bias = np.concatenate([d["query.bias"] * np.float32(q), d["key.bias"], d["gc.bias"]])
         self.gc_scale, self.gc_shift = d["gc_bn.scale"], d["gc_bn.shift"]
         self.fc, self.fc_bias = CSR.stack([(compact.kept("fc.weight"), 1.0)]), d["fc.bias"]
-        self.cls_wt, self.cls_b = np.ascontiguousarray(d["classifier.weight"].T), d["classifier.bias"]
+        self.cls_w, self.cls_b = d["classifier.weight"], d["classifier.bias"]
+        self.cls_wt = np.ascontiguousarray(self.cls_w.T)
         self.eval()
 
     def _features(self, x: np.ndarray) -> np.ndarray:
@@ -330,7 +339,7 @@ class SparseAttentionGCN(nn.Module):
     def run(self, x: np.ndarray) -> np.ndarray:
         """Logits (B, classes) for x (B, T, V, C) float32."""
         x = self._checked(x)
-        return _agcn_head(self._features(x), len(x), *self.fc.arrays, self.fc_bias, self.cls_wt, self.cls_b)
+        return _agcn_head(self._features(x), len(x), *self.fc.arrays, self.fc_bias, self.cls_w, self.cls_wt, self.cls_b)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.run(x.detach().cpu().numpy()))

@@ -156,7 +156,8 @@ class Pruner:
         return masks
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"method": self.name, "rate": self.rate, "scope": self.scope}
+        state: dict[str, Any] = {"method": self.name, "rate": self.rate, "scope": self.scope,
+                                 "finalized": self.finalized}
         if self.masks is not None:
             state.update({f"mask.{k}": v for k, v in self.masks.items()})
         state.update({f"extra.{k}": v for k, v in self.extra_state().items()})
@@ -168,7 +169,9 @@ class Pruner:
             raise ValueError(f"checkpoint is for method {state.get('method')!r}, not {self.name!r}")
         masks = {k[5:]: v.to(torch.bool) for k, v in state.items() if k.startswith("mask.")}
         self.load_extra_state({k[6:]: v for k, v in state.items() if k.startswith("extra.")})
-        if masks:
+        if state.get("finalized"):  # masks are baked into plain weights: nothing to re-attach
+            self.masks, self.finalized = masks, True
+        elif masks:
             self.set_masks(masks)
 
 

@@ -240,6 +240,9 @@ class _Run:
         report = sparsity_report(self.model, masks, example)
         pruned = sum(int((~m).sum()) for m in masks.values())
         total = sum(m.numel() for m in masks.values())
+        # the exact count of the method's scope: round(r * N) per tensor, or over all tensors
+        expected = (round(pruner.rate * total) if pruner.scope == "global"
+                    else sum(round(pruner.rate * m.numel()) for m in masks.values()))
 
         save_tensors(self.model.state_dict(), self.run_dir / "model.safetensors")
         save_tensors({k: v.to(torch.uint8) for k, v in masks.items()}, self.run_dir / "masks.safetensors")
@@ -254,6 +257,7 @@ class _Run:
             "class_avg_acc": hard.class_avg_acc, "overall_acc": hard.overall_acc,
             "soft_class_avg_acc": soft.class_avg_acc, "soft_overall_acc": soft.overall_acc,
             "achieved_rate": pruned / total if total else 0.0, "pruned": pruned, "prunable": total,
+            "params": sum(p.numel() for p in self.model.parameters()), "exact_count": pruned == expected,
             "epochs": self.total_epochs, "wall_s": round(self.elapsed, 2),
             "method_options": pruner.describe() if hasattr(pruner, "describe") else {},
             "prior_mismatch": mismatch,

@@ -1,0 +1,33 @@
+"""Dense torch vs sparse `.pmp` inference on this CPU, for the default agcn at several pruning rates.
+
+    .venv/bin/python benchmarks/inference.py [--rates 0.9,0.95,0.98,0.99] [--repeats 200]
+
+Writes benchmarks/results/inference.json (same as `pmp bench-inference`). Weights are random and
+pruned by magnitude: inference speed depends on the sparsity, not on what the weights learned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from pmp.export.bench import NOTE, run_benchmark
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rates", default="0.9,0.95,0.98,0.99")
+    p.add_argument("--repeats", type=int, default=200)
+    p.add_argument("--out", default="benchmarks/results/inference.json")
+    args = p.parse_args()
+    result = run_benchmark([float(r) for r in args.rates.split(",")], args.out, repeats=args.repeats)
+    print(NOTE)
+    for rate, r in result.items():
+        if isinstance(r, dict) and "batch1" in r:
+            print(f"rate {rate}: size x{r['size_ratio']} (fp16 x{r['fp16']['size_ratio']}), " + ", ".join(
+                f"{b}: layers x{r[b]['layers_speedup']} model x{r[b]['model_speedup']}" for b in ("batch1", "batch64")))
+    print(json.dumps(result["machine"]), f"wall {result['wall_s']} s -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

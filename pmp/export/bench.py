@@ -1,0 +1,204 @@
+"""Dense torch vs the sparse runtime on this CPU: latency (whole network, pruned layers alone) and
+file size. Timings alternate dense and sparse call by call, so both see the same machine load on a
+shared box, and report medians."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numba
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from pmp.models import create_model
+from pmp.pruning.masks import topk_masks
+from pmp.pruning.targets import get_module, select_targets
+
+from .format import index_sizes, save_compact
+from .sparse import load_sparse
+
+#: The deployment-size model of the benchmark (hands: 21 joints, 32 frames, 3-D, 45 classes).
+AGCN_DEFAULT: dict[str, Any] = dict(num_nodes=21, in_frames=32, in_channels=3, num_classes=45, heads=8, attn_dim=16,
+                                    gc_dim=16, hidden=384)
+NOTE = ("Random-init weights pruned by magnitude, per layer: latency depends on the sparsity pattern's size, "
+        "not on what the weights learned, so no training is needed to measure it.")
+
+
+def magnitude_prune(model: nn.Module, rate: float) -> dict[str, torch.Tensor]:
+    """Zero the smallest |w| of each prunable tensor in place (exactly round(rate * N) each) and
+    return the masks: a finalised pruned model, as a training run leaves it."""
+    params = {t.name: model.get_parameter(t.name) for t in select_targets(model)}
+    masks = topk_masks({k: p.detach().abs() for k, p in params.items()}, rate, "layer")
+    with torch.no_grad():
+        for k, p in params.items():
+            p.mul_(masks[k])
+    return masks
+
+
+def _layer_inputs(model: nn.Module, layers: list[nn.Module], x: torch.Tensor) -> list[torch.Tensor]:
+    """What each of `layers` receives when `model` runs on x (captured by forward hooks)."""
+    seen: dict[int, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(lambda m, inp, out, i=i: seen.__setitem__(i, inp[0].detach()))
+             for i, m in enumerate(layers)]
+    try:
+        with torch.inference_mode():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [seen[i] for i in range(len(layers))]
+
+
+def _interleaved_times(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 5) -> dict[str, np.ndarray]:
+    """Wall times (us) of each function, calling them in turn `repeats` times."""
+    for f in fns.values():
+        for _ in range(warmup):
+            f()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            t0 = time.perf_counter_ns()
+            f()
+            times[k].append((time.perf_counter_ns() - t0) / 1e3)
+    return {k: np.asarray(v) for k, v in times.items()}
+
+
+def _dense_bytes(model: nn.Module) -> int:
+    """Size of the model's state_dict as a safetensors file (what a run's model.safetensors is)."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "model.safetensors"
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+        return path.stat().st_size
+
+
+def bench_inference(
+    model_dense: nn.Module,
+    sparse_module: nn.Module,
+    batch_sizes: Iterable[int] = (1, 64),
+    repeats: int = 200,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Latency of the masked dense model (torch) vs `sparse_module` (from `load_sparse`), whole
+    network and pruned layers alone, medians of `repeats`; plus the unpruned operations' share of
+    each network's time and the two file sizes. Speedup = dense time / sparse time."""
+    model_dense = model_dense.eval()
+    layers = [get_module(model_dense, t.module_name) for t in select_targets(model_dense)]
+    frames, nodes, chans = sparse_module.input_shape
+    gen = torch.Generator().manual_seed(seed)
+    out: dict[str, Any] = {}
+    for b in batch_sizes:
+        x = torch.randn(b, frames, nodes, chans, generator=gen)
+        dense_in = _layer_inputs(model_dense, layers, x)
+        sparse_in = sparse_module.layer_inputs(x.numpy())
+        with torch.inference_mode():
+            times = _interleaved_times({
+                "dense_model": lambda: model_dense(x),
+                "sparse_model": lambda: sparse_module(x),
+                "dense_layers": lambda: [m(i) for m, i in zip(layers, dense_in)],
+                "sparse_layers": lambda: sparse_module.pruned_layers(*sparse_in),
+            }, repeats)
+        t = {k: float(np.median(v)) for k, v in times.items()}
+        fastest = {k: float(v.min()) for k, v in times.items()}  # robust to other jobs on a shared box
+        out[f"batch{b}"] = {
+            **{f"{k}_us": round(v, 1) for k, v in t.items()},
+            "layers_speedup": round(t["dense_layers"] / t["sparse_layers"], 2),
+            "model_speedup": round(t["dense_model"] / t["sparse_model"], 2),
+            "dense_unpruned_share": round(max(0.0, 1 - t["dense_layers"] / t["dense_model"]), 3),
+            "sparse_unpruned_share": round(max(0.0, 1 - t["sparse_layers"] / t["sparse_model"]), 3),
+            "min_us": {k: round(v, 1) for k, v in fastest.items()},
+            "layers_speedup_of_min": round(fastest["dense_layers"] / fastest["sparse_layers"], 2),
+            "model_speedup_of_min": round(fastest["dense_model"] / fastest["sparse_model"], 2),
+        }
+    dense_bytes = _dense_bytes(model_dense)
+    out.update(dense_bytes=dense_bytes, sparse_bytes=sparse_module.file_bytes,
+               size_ratio=round(dense_bytes / sparse_module.file_bytes, 2), repeats=repeats)
+    return out
+
+
+def _file_breakdown(path: Path) -> dict[str, int]:
+    """Bytes of a .pmp file by kind: kept values, indices, dense tensors, header."""
+    parts = {"values": 0, "index": 0, "dense": 0}
+    with safe_open(str(path), "np") as f:
+        for k in f.keys():
+            kind = k.rsplit(".", 1)[-1]
+            parts[kind if kind in ("values", "index") else "dense"] += f.get_tensor(k).nbytes
+    parts["header"] = path.stat().st_size - sum(parts.values())
+    return parts
+
+
+def _machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "numba_threads": numba.get_num_threads(), "numba_threading_layer": _threading_layer(),
+            "python": platform.python_version(), "torch": torch.__version__, "numba": numba.__version__}
+
+
+def _threading_layer() -> str:
+    try:
+        return numba.threading_layer()
+    except ValueError:  # no parallel function has run yet
+        return "not initialised"
+
+
+def run_benchmark(rates: Iterable[float] = (0.9, 0.95, 0.98, 0.99), out_path: str | Path | None = None,
+                  repeats: int = 200, seed: int = 0) -> dict[str, Any]:
+    """Prune the default agcn by magnitude at each rate, export, load sparse, and bench it against
+    the masked dense model; writes the result as JSON to `out_path` if given."""
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    base = create_model("agcn", **AGCN_DEFAULT).eval()
+    spec = {"model": "agcn", "kwargs": AGCN_DEFAULT}
+    result: dict[str, Any] = {"note": NOTE, "load_avg_start": list(os.getloadavg())}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rate in rates:
+            model = copy.deepcopy(base)
+            masks = magnitude_prune(model, rate)
+            path = save_compact(model, spec, masks, Path(tmp) / f"agcn_{rate:g}.pmp")
+            half = save_compact(model, spec, masks, Path(tmp) / f"agcn_{rate:g}_fp16.pmp", fp16=True)
+            module = load_sparse(path)
+            x = torch.randn(8, *module.input_shape)
+            with torch.no_grad():
+                err = float((model(x) - module(x)).abs().max())
+                err_half = float((model(x) - load_sparse(half)(x)).abs().max())
+            entry = bench_inference(model, module, repeats=repeats, seed=seed)
+            entry.update(
+                max_abs_diff=err, file_parts=_file_breakdown(path),
+                fp16={"bytes": half.stat().st_size, "size_ratio": round(entry["dense_bytes"] / half.stat().st_size, 2),
+                      "max_abs_diff": err_half},
+                index_bytes=_index_bytes(masks),
+            )
+            result[f"{rate:g}"] = entry
+    result.update(machine=_machine(), load_avg_end=list(os.getloadavg()), wall_s=round(time.perf_counter() - start, 1))
+    if out_path is not None:
+        out = Path(out_path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _index_bytes(masks: dict[str, torch.Tensor]) -> dict[str, int]:
+    """Index bytes of all pruned tensors under each encoding, with CSR (uint16 columns, int32 row
+    pointers) alongside for comparison: the measurement behind the format's choice."""
+    total: dict[str, int] = {}
+    for m in masks.values():
+        sizes = index_sizes(m.numpy())
+        sizes["csr_u16"] = 2 * int(m.sum()) + 4 * (m.shape[0] + 1)
+        for k, v in sizes.items():
+            total[k] = total.get(k, 0) + v
+    return total
