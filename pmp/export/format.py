@@ -146,10 +146,14 @@ def _decode(tokens: np.ndarray, encoding: str) -> np.ndarray:
     return (np.cumsum(steps) - 1)[tokens != esc]
 
 
+def _encodings(mask: np.ndarray) -> dict[str, np.ndarray]:
+    flat = np.asarray(mask, bool).reshape(-1)
+    return {enc: _encode(flat, enc) for enc in INDEX_DTYPES}
+
+
 def index_sizes(mask: np.ndarray) -> dict[str, int]:
     """Bytes each index encoding takes for this mask (measured by encoding it)."""
-    flat = np.asarray(mask, bool).reshape(-1)
-    return {enc: _encode(flat, enc).nbytes for enc in INDEX_DTYPES}
+    return {enc: a.nbytes for enc, a in _encodings(mask).items()}
 
 
 # ---------------------------------------------------------------- writing
@@ -191,14 +195,13 @@ def save_compact(
         stray = int(np.count_nonzero(w.reshape(-1)[~mask]))
         if stray:
             raise ValueError(f"{name}: {stray} non-zero weights outside the mask (model not finalised?)")
-        sizes = index_sizes(mask)
-        encoding = min(sizes, key=sizes.__getitem__)
+        encoding, index = min(_encodings(mask).items(), key=lambda e: e[1].nbytes)
         nnz = int(mask.sum())
-        if (nnz - w.size) * np.dtype(vdtype).itemsize + sizes[encoding] >= 0:  # dense is no larger
+        if (nnz - w.size) * np.dtype(vdtype).itemsize + index.nbytes >= 0:  # dense is no larger
             arrays[name] = np.ascontiguousarray(w, vdtype)
             continue
         arrays[f"{name}.values"] = w.reshape(-1)[mask].astype(vdtype)
-        arrays[f"{name}.index"] = _encode(mask, encoding)
+        arrays[f"{name}.index"] = index
         sparse[name] = {"shape": list(w.shape), "nnz": nnz, "encoding": encoding}
     meta = {"format": FORMAT, "version": VERSION, "dtype": np.dtype(vdtype).name, "config": dict(model_spec),
             "sparse": sparse}
@@ -250,6 +253,9 @@ def _read_container(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         raise _fail(path, f"header is not valid JSON ({e})") from e
     if not isinstance(header, dict):
         raise _fail(path, "header is not a JSON object")
+    meta = header.get("__metadata__")
+    if not isinstance(meta, dict) or META_KEY not in meta:
+        raise _fail(path, f"no '{META_KEY}' entry in the safetensors metadata: not a .pmp export")
     data_len = len(raw) - 8 - hlen
     for name, info in header.items():
         if name == "__metadata__":
@@ -268,9 +274,6 @@ def _read_container(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         if offs[1] > data_len:
             raise _fail(path, f"tensor {name!r}: data ends at byte {offs[1]} but only {data_len} data bytes "
                               "are present (truncated file?)")
-    meta = header.get("__metadata__")
-    if not isinstance(meta, dict) or META_KEY not in meta:
-        raise _fail(path, f"no '{META_KEY}' entry in the safetensors metadata: not a .pmp export")
     try:
         doc = json.loads(meta[META_KEY])
     except (json.JSONDecodeError, TypeError) as e:

@@ -1,17 +1,20 @@
-"""Inference on an exported `.pmp` file with compiled sparse kernels (numba), no torch ops inside.
+"""Inference on an exported `.pmp` file with compiled kernels (numba), no torch ops inside.
 
-Why this shape: at deployment sizes (one sequence, or 64) the dense network spends its time in
-torch's per-op dispatch and in streaming the 4 MB `fc` matrix; at 98% sparsity the pruned layers
-are ~40k multiply-adds. So the whole forward pass is one compiled function over float32 numpy
-arrays (see docs/deploy.md for the measurements that chose it):
+Why this shape: at deployment sizes (one sequence, or 64) the dense network's time goes to torch's
+per-op dispatch, to streaming the 4 MB `fc` matrix, and to many small attention ops; at 98%
+sparsity the pruned layers are ~40k multiply-adds. So the forward pass is two compiled calls over
+float32 numpy arrays (docs/deploy.md has the measurements that chose each piece):
 
-- query/key/gc share their input, so they are one stacked CSR matrix (rows q|k|g) applied to a
-  sample's node signals laid out (features, nodes): every kept weight is one axpy over the nodes;
-- attention, softmax and the per-head mixing run per sample on that cache-resident tile;
-- `fc` is CSR times the (features, batch) activations: a gather-dot per row at batch 1, an axpy
-  over the batch per kept weight otherwise;
-- BatchNorms are already a per-feature affine (folded at export); the attention scale 1/sqrt(d)
-  is folded into the query rows here; dropout does not exist at inference.
+- query/key/gc share their input, so they are one stacked CSR matrix (rows q|k|gc) applied to a
+  tile of GROUP samples' node signals laid out (features, nodes): each kept weight is one axpy;
+- attention, softmax and the per-head mixing run per sample on that cache-resident tile, with the
+  attending nodes as vector lanes (and a vectorisable exp);
+- `fc` is CSR times the (features, batch) activations: a gather-dot per row for one sample, an
+  axpy over the batch per kept weight otherwise; the small dense classifier follows;
+- BatchNorms are already per-feature affines (folded at export), the attention scale 1/sqrt(d) is
+  folded into the query rows here, and dropout does not exist at inference.
+
+Batches of more than GROUP samples spread their tiles over numba's threads (numba.set_num_threads).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numba
 import numpy as np

@@ -1,0 +1,308 @@
+"""The .pmp export: round trips against the masked dense model, every rejection path, no pickle."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.numpy import load_file as load_np
+from safetensors.numpy import save_file as save_np
+from safetensors.torch import save_file
+
+from pmp.export import ExportFormatError, export_run, load_sparse, predict, read_compact, save_compact
+from pmp.export.bench import AGCN_DEFAULT, bench_inference, magnitude_prune
+from pmp.export.format import META_KEY, _decode, _encode, index_sizes
+from pmp.models import create_model
+
+SMALL = dict(num_nodes=40, in_frames=7, in_channels=2, num_classes=5, heads=3, attn_dim=5, gc_dim=3, hidden=37)
+
+
+def _model(kwargs: dict, seed: int = 0) -> torch.nn.Module:
+    """A model with non-trivial BatchNorm statistics, so that folding them is actually tested."""
+    torch.manual_seed(seed)
+    model = create_model("agcn", **kwargs).eval()
+    with torch.no_grad():
+        for bn in (model.data_bn, model.gc_bn):
+            bn.running_mean.normal_(0, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.normal_(1.0, 0.2)
+            bn.bias.normal_(0.0, 0.2)
+    return model
+
+
+def _run_dir(tmp: Path, kwargs: dict, rate: float) -> tuple[Path, torch.nn.Module]:
+    """A finished training run folder as the trainer writes it (masks saved as uint8)."""
+    model = _model(kwargs)
+    masks = magnitude_prune(model, rate)
+    run = tmp / f"run_{rate:g}"
+    run.mkdir()
+    spec = {"model": "agcn", "kwargs": kwargs, "class_names": [f"c{i}" for i in range(kwargs["num_classes"])],
+            "preprocess": {"frames": kwargs["in_frames"]}, "dataset": "synthetic", "method": "mp", "rate": rate}
+    (run / "model.json").write_text(json.dumps(spec))
+    save_file(model.state_dict(), str(run / "model.safetensors"))
+    save_file({k: v.to(torch.uint8) for k, v in masks.items()}, str(run / "masks.safetensors"))
+    (run / "metrics.json").write_text("{}")
+    return run, model
+
+
+def _close(model: torch.nn.Module, module: torch.nn.Module, batch: int, seed: int = 1) -> float:
+    x = torch.randn(batch, *module.input_shape, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return float((model(x) - module(x)).abs().max())
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> dict[float, tuple[Path, torch.nn.Module]]:
+    tmp = tmp_path_factory.mktemp("runs")
+    out = {}
+    for rate in (0.0, 0.5, 0.9, 0.99):
+        run, model = _run_dir(tmp, AGCN_DEFAULT, rate)
+        out[rate] = export_run(run, tmp / f"agcn_{rate:g}.pmp"), model
+    return out
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.5, 0.9, 0.99])
+@pytest.mark.parametrize("batch", [1, 64])
+def test_round_trip_matches_masked_dense(exported, rate, batch):
+    path, model = exported[rate]
+    module = load_sparse(path)
+    assert not module.training and not list(module.parameters())
+    assert _close(model, module, batch) < 1e-5
+
+
+def test_round_trip_odd_sizes(tmp_path):
+    """More nodes than one vector of lanes, sizes that are no multiple of 4, partial last tile."""
+    run, model = _run_dir(tmp_path, SMALL, 0.7)
+    module = load_sparse(export_run(run, tmp_path / "small.pmp"))
+    for batch in (1, 3, 17, 40):
+        assert _close(model, module, batch, seed=batch) < 1e-5
+
+
+def test_stored_tensors_are_the_masked_weights(exported):
+    path, model = exported[0.9]
+    compact = read_compact(path)
+    assert set(compact.sparse) == {"query.weight", "key.weight", "gc.weight", "fc.weight"}
+    for name, t in compact.sparse.items():
+        w = model.get_parameter(name).detach().numpy()
+        np.testing.assert_array_equal(t.dense(), w)
+        assert t.values.size == np.count_nonzero(w)
+    assert compact.spec["class_names"][0] == "c0" and compact.spec["rate"] == 0.9
+
+
+def test_fully_dense_layer_is_stored_dense(tmp_path):
+    model = _model(AGCN_DEFAULT)
+    masks = magnitude_prune(model, 0.95)
+    masks["fc.weight"] = torch.ones_like(masks["fc.weight"])  # fc left dense, its weights restored
+    with torch.no_grad():
+        model.fc.weight.copy_(_model(AGCN_DEFAULT).fc.weight)
+    path = save_compact(model, {"model": "agcn", "kwargs": AGCN_DEFAULT}, masks, tmp_path / "m.pmp")
+    compact = read_compact(path)
+    assert "fc.weight" in compact.dense and "fc.weight" not in compact.sparse
+    assert "query.weight" in compact.sparse
+    module = load_sparse(path)
+    for batch in (1, 64):
+        assert _close(model, module, batch) < 1e-5
+
+
+def test_file_is_much_smaller_than_dense(exported, tmp_path):
+    dense = tmp_path / "dense.safetensors"
+    save_file(exported[0.0][1].state_dict(), str(dense))
+    sizes = {rate: path.stat().st_size for rate, (path, _) in exported.items()}
+    assert sizes[0.0] < dense.stat().st_size  # no running statistics, BatchNorm folded
+    assert sizes[0.9] * 5 < dense.stat().st_size
+    assert sizes[0.99] * 20 < dense.stat().st_size
+
+
+def test_fp16_halves_the_file(exported, tmp_path):
+    path, model = exported[0.99]
+    masks = {k: torch.from_numpy(v.dense() != 0) for k, v in read_compact(path).sparse.items()}
+    half = save_compact(model, {"model": "agcn", "kwargs": AGCN_DEFAULT}, masks, tmp_path / "h.pmp", fp16=True)
+    assert half.stat().st_size < 0.6 * path.stat().st_size
+    assert _close(model, load_sparse(half), 4) < 1e-2
+
+
+@pytest.mark.parametrize("encoding", ["bitmask", "delta8", "delta16"])
+def test_index_encodings_round_trip(encoding):
+    rng = np.random.default_rng(0)
+    n = 200_003
+    cases = [np.zeros(n, bool), np.ones(n, bool), rng.random(n) < 0.01, rng.random(n) < 0.5]
+    gaps = np.zeros(n, bool)
+    gaps[[0, 300, 70_000, n - 1]] = True  # gaps past both escape values
+    for mask in cases + [gaps]:
+        np.testing.assert_array_equal(_decode(_encode(mask, encoding), encoding), np.flatnonzero(mask))
+
+
+def test_encoding_choice_follows_size():
+    rng = np.random.default_rng(0)
+    dense_ish, sparse = rng.random(100_000) < 0.5, rng.random(100_000) < 0.02
+    assert min(index_sizes(dense_ish), key=index_sizes(dense_ish).get) == "bitmask"
+    assert min(index_sizes(sparse), key=index_sizes(sparse).get) == "delta8"
+
+
+def test_predict_single_and_batch(exported):
+    module = load_sparse(exported[0.9][0])
+    x = np.random.default_rng(0).standard_normal((3, *module.input_shape)).astype(np.float32)
+    logits = predict(module, x)
+    assert logits.shape == (3, AGCN_DEFAULT["num_classes"])
+    np.testing.assert_allclose(predict(module, x[1]), logits[1], atol=1e-6)
+    with pytest.raises(ValueError, match="expected input"):
+        module.run(x[:, :5])
+
+
+def test_bench_inference_reports_sizes_and_speedups(exported):
+    path, model = exported[0.99]
+    res = bench_inference(model, load_sparse(path), batch_sizes=(1, 4), repeats=2)
+    assert res["size_ratio"] > 20 and res["sparse_bytes"] == path.stat().st_size
+    for b in ("batch1", "batch4"):
+        assert {"layers_speedup", "model_speedup", "dense_unpruned_share", "sparse_unpruned_share"} <= set(res[b])
+
+
+# ---------------------------------------------------------------- rejections
+
+
+def _rewrite(src: Path, dst: Path, tensors=None, meta=None) -> Path:
+    """Copy a .pmp file with some tensors and/or metadata fields replaced."""
+    arrays = load_np(str(src))
+    with safe_open(str(src), "np") as f:
+        doc = json.loads(f.metadata()[META_KEY])
+    arrays.update(tensors or {})
+    for k, v in (meta or {}).items():
+        if v is None:
+            doc.pop(k)
+        else:
+            doc[k] = v
+    save_np({k: v for k, v in arrays.items() if v is not None}, str(dst), metadata={META_KEY: json.dumps(doc)})
+    return dst
+
+
+def _read_sparse(path: Path) -> dict:
+    with safe_open(str(path), "np") as f:
+        return json.loads(f.metadata()[META_KEY])["sparse"]
+
+
+@pytest.fixture
+def good(exported) -> Path:
+    return exported[0.99][0]
+
+
+def _rejects(path: Path, *fragments: str) -> None:
+    with pytest.raises(ExportFormatError) as e:
+        load_sparse(path)
+    assert str(path) in str(e.value)
+    for frag in fragments:
+        assert frag in str(e.value), str(e.value)
+
+
+def test_rejects_missing_file(tmp_path):
+    _rejects(tmp_path / "nope.pmp", "no such file")
+
+
+@pytest.mark.parametrize("keep", [0, 5, 100, -1000, -1])
+def test_rejects_truncated_file(good, tmp_path, keep):
+    data = good.read_bytes()
+    cut = tmp_path / "cut.pmp"
+    cut.write_bytes(data[:keep])
+    _rejects(cut, "truncated")
+
+
+def test_rejects_corrupt_header_json(good, tmp_path):
+    data = bytearray(good.read_bytes())
+    data[8] = ord("x")  # the header's opening brace
+    bad = tmp_path / "bad.pmp"
+    bad.write_bytes(bytes(data))
+    _rejects(bad, "header is not valid JSON")
+
+
+def test_rejects_corrupt_metadata_json(good, tmp_path):
+    arrays = load_np(str(good))
+    bad = tmp_path / "bad.pmp"
+    save_np(arrays, str(bad), metadata={META_KEY: "{not json"})
+    _rejects(bad, f"metadata '{META_KEY}' is not valid JSON")
+
+
+@pytest.mark.parametrize("field", ["sparse", "config", "dtype"])
+def test_rejects_missing_required_field(good, tmp_path, field):
+    _rejects(_rewrite(good, tmp_path / "bad.pmp", meta={field: None}), f"missing required field '{field}'")
+
+
+def test_rejects_foreign_safetensors(exported, tmp_path):
+    plain = tmp_path / "plain.pmp"
+    save_file(exported[0.9][1].state_dict(), str(plain))
+    _rejects(plain, "not a .pmp export")
+
+
+def test_rejects_index_out_of_range(good, tmp_path):
+    entry = _read_sparse(good)["fc.weight"]
+    arrays = load_np(str(good))
+    index = np.concatenate([arrays["fc.weight.index"], np.full(5000, 255, np.uint8), [0]]).astype(np.uint8)
+    values = np.append(arrays["fc.weight.values"], np.float32(1.0))
+    bad = _rewrite(good, tmp_path / "bad.pmp", {"fc.weight.index": index, "fc.weight.values": values},
+                   {"sparse": {**_read_sparse(good), "fc.weight": {**entry, "nnz": entry["nnz"] + 1}}})
+    _rejects(bad, "sparse tensor 'fc.weight'", "index out of range")
+
+
+def test_rejects_nnz_mismatch(good, tmp_path):
+    entry = _read_sparse(good)["key.weight"]
+    values = load_np(str(good))["key.weight.values"][:-1]
+    bad = _rewrite(good, tmp_path / "bad.pmp", {"key.weight.values": values},
+                   {"sparse": {**_read_sparse(good), "key.weight": {**entry, "nnz": entry["nnz"] - 1}}})
+    _rejects(bad, "sparse tensor 'key.weight'", "nnz mismatch")
+
+
+def test_rejects_values_count_not_nnz(good, tmp_path):
+    values = load_np(str(good))["gc.weight.values"][:-1]
+    _rejects(_rewrite(good, tmp_path / "bad.pmp", {"gc.weight.values": values}), "gc.weight.values", "shape")
+
+
+def test_rejects_wrong_shapes(good, tmp_path):
+    entry = _read_sparse(good)["fc.weight"]
+    bad = _rewrite(good, tmp_path / "a.pmp", meta={"sparse": {**_read_sparse(good), "fc.weight": {**entry, "shape": [10, 10]}}})
+    _rejects(bad, "sparse tensor 'fc.weight'", "does not match the model's [384, 2688]")
+    bias = np.zeros(7, np.float32)
+    _rejects(_rewrite(good, tmp_path / "b.pmp", {"classifier.bias": bias}), "classifier.bias", "shape [7]")
+
+
+def test_rejects_wrong_dtype(good, tmp_path):
+    values = load_np(str(good))["fc.weight.values"].astype(np.float64)
+    _rejects(_rewrite(good, tmp_path / "bad.pmp", {"fc.weight.values": values}), "fc.weight.values", "dtype")
+
+
+def test_rejects_unknown_and_extra_content(good, tmp_path):
+    cfg = read_compact(good).spec
+    _rejects(_rewrite(good, tmp_path / "a.pmp", meta={"config": {**cfg, "model": "nope"}}), "unknown model 'nope'")
+    extra = {"stray": np.zeros(3, np.float32)}
+    _rejects(_rewrite(good, tmp_path / "b.pmp", extra), "unexpected tensors ['stray']")
+    _rejects(_rewrite(good, tmp_path / "c.pmp", {"fc.bias": None}), "missing tensor 'fc.bias'")
+
+
+def test_never_unpickles(good, tmp_path, monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("pickle used")
+
+    payload = tmp_path / "pickled.pmp"
+    payload.write_bytes(pickle.dumps({"fc.weight": np.ones(3)}))
+    zipped = tmp_path / "torch.pmp"
+    torch.save({"w": torch.ones(3)}, zipped)
+    for mod, name in ((pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"), (torch, "load")):
+        monkeypatch.setattr(mod, name, forbidden)
+    load_sparse(good)
+    _rejects(payload)
+    _rejects(zipped)
+
+
+def test_save_refuses_unfinalised_model(tmp_path):
+    model = _model(SMALL)
+    masks = magnitude_prune(model, 0.5)
+    masks["fc.weight"][0, :] = False  # weights there are not zero
+    with pytest.raises(ValueError, match="non-zero weights outside the mask"):
+        save_compact(model, {"model": "agcn", "kwargs": SMALL}, masks, tmp_path / "m.pmp")
+
+
+def test_export_run_needs_a_finished_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model.json"):
+        export_run(tmp_path, tmp_path / "m.pmp")
