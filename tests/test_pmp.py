@@ -117,11 +117,34 @@ def test_exact_edge_separates_the_k_smallest(n: int, rate: float, parts: int, se
     assert a == exact_edge(tensors, rate, np.empty(mags.numel(), dtype=np.float32))
 
 
+@settings(max_examples=30, deadline=None)
+@given(rate=st.floats(0.0, 0.99), ramp=st.floats(0.05, 0.95), progress=st.floats(0.0, 1.0))
+def test_rate_ramp_is_monotone_and_reaches_the_rate(rate: float, ramp: float, progress: float) -> None:
+    pruner = PMP(mlp(), rate=rate, ramp=ramp)
+    assert pruner.rate_at(0.0) == 0.0 and pruner.rate_at(ramp) == rate and pruner.rate_at(1.0) == rate
+    assert 0.0 <= pruner.rate_at(progress) <= rate
+    assert pruner.rate_at(progress) <= pruner.rate_at(min(progress + 0.01, 1.0)) + 1e-12
+    expected = rate * (1 - (1 - progress / ramp) ** 3) if progress < ramp else rate
+    assert pruner.rate_at(progress) == pytest.approx(expected)
+
+
+def test_band_follows_the_ramped_rate() -> None:
+    """Mid-ramp, the band stops exactly the ramped fraction of every tensor."""
+    model = mlp()
+    pruner = PMP(model, rate=0.9, ramp=0.5)
+    pruner.step(0.25)
+    r_t = pruner.rate_at(0.25)
+    for t in pruner.targets:
+        w = pruner.latent(t.name).detach().abs()
+        edge = pruner._bandstops[t.name].edge
+        assert int((w < edge).sum()) == t.numel - kept_count(r_t, t.numel)
+
+
 def test_soft_mask_prunes_what_finalize_prunes() -> None:
     """Empirical edge: psi < 1/2 exactly on the weights that finalize() removes (no ties)."""
     for scope in ("layer", "global"):
         model = mlp()
-        pruner = PMP(model, rate=0.93, scope=scope)
+        pruner = PMP(model, rate=0.93, scope=scope, ramp=0.0)
         soft = {t.name: pruner.effective(t.name).detach().abs() < pruner.latent(t.name).detach().abs() / 2 for t in pruner.targets}
         masks = pruner.finalize()
         for name, m in masks.items():
@@ -146,7 +169,7 @@ def test_gradient_reaches_the_latent_through_both_factors() -> None:
 
 def test_sharpness_schedule_and_edge_rules() -> None:
     model = mlp()
-    pruner = PMP(model, rate=0.8, s_start=2.0, s_end=200.0, edge="prior")
+    pruner = PMP(model, rate=0.8, s_start=2.0, s_end=200.0, edge="prior", ramp=0.0)
     band = model[0].parametrizations.weight[0]
     q = pruner.priors["0.weight"]
     assert float(band.sharpness) == pytest.approx(2.0 / q.std, rel=1e-6)
@@ -181,7 +204,7 @@ def test_penalty_small_on_prior_weights_large_otherwise(alignment: str) -> None:
 
 def test_diagnostics_report_a_crisp_mask_at_high_sharpness() -> None:
     model = mlp()
-    pruner = PMP(model, rate=0.9)
+    pruner = PMP(model, rate=0.9, ramp=0.0)
     early = pruner.soft_to_hard()
     pruner.step(1.0)
     late = pruner.soft_to_hard()

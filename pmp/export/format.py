@@ -28,7 +28,6 @@ from pmp.models import create_model, list_models
 
 FORMAT = "pmp-sparse"
 VERSION = 1
-SUFFIX = ".pmp"
 META_KEY = "pmp"  # key of the JSON document in the safetensors `__metadata__`
 #: Index encodings of a sparse tensor's kept positions (row-major flat order), see `_encode`.
 INDEX_DTYPES: dict[str, np.dtype] = {"bitmask": np.dtype(np.uint8), "delta8": np.dtype(np.uint8),

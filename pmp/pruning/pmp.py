@@ -112,6 +112,7 @@ class PMP(Pruner):
         s_start: float = 1.0,
         s_end: float = 1e4,
         edge: str = "empirical",
+        ramp: float = 0.5,
         subsample: int = 4096,
         seed: int = 0,
         include: list[str] | None = None,
@@ -125,9 +126,11 @@ class PMP(Pruner):
             raise KeyError(f"pmp: unknown alignment {alignment!r}; available: {', '.join(sorted(ALIGNMENTS))}")
         if not 0 < s_start <= s_end:
             raise ValueError(f"pmp: need 0 < s_start <= s_end, got {s_start}, {s_end}")
+        if not 0.0 <= ramp < 1.0:
+            raise ValueError(f"pmp: ramp must be in [0, 1), got {ramp}")
         if lam < 0 or subsample < 1:
             raise ValueError(f"pmp: need lam >= 0 and subsample >= 1, got {lam}, {subsample}")
-        self.prior_name, self.alignment_name, self.edge_rule = prior, alignment, edge
+        self.prior_name, self.alignment_name, self.edge_rule, self.ramp = prior, alignment, edge, float(ramp)
         self.lam, self.s_start, self.s_end, self.subsample = float(lam), float(s_start), float(s_end), int(subsample)
         self.generator = torch.Generator(device=self.latent(self.targets[0].name).device).manual_seed(seed)
         names = [[t.name] for t in self.targets] if scope == "layer" else [[t.name for t in self.targets]]
@@ -179,17 +182,26 @@ class PMP(Pruner):
         """s_rel(progress): geometric from s_start to s_end, in units of 1 / std(Q)."""
         return self.s_start * (self.s_end / self.s_start) ** progress
 
+    def rate_at(self, progress: float) -> float:
+        """The band's rate: r * (1 - (1 - progress / ramp)^3) up to `ramp`, then r (ramp=0: r throughout).
+
+        A ramp lets the topology be chosen while the weights mature (the cubic of Zhu & Gupta);
+        the budget is still exactly r from `ramp` on, and at finalisation."""
+        if progress >= self.ramp:
+            return self.rate
+        return self.rate * (1.0 - (1.0 - progress / self.ramp) ** 3)
+
     @torch.no_grad()
     def _schedule(self) -> None:
         """Set every group's sharpness and band edge for the current progress."""
-        s_rel = self.sharpness_at(self.progress)
+        s_rel, rate = self.sharpness_at(self.progress), self.rate_at(self.progress)
         for g in self._groups:
             g.sharpness = s_rel / g.prior.std
             if self.edge_rule == "empirical":
                 latents = self._latents(g.names)
-                g.edge = exact_edge(latents, self.rate, g.scratch_for(latents))
+                g.edge = exact_edge(latents, rate, g.scratch_for(latents))
             else:
-                g.edge = g.prior.band_edge(self.rate)
+                g.edge = g.prior.band_edge(rate)
             for n in g.names:
                 self._bandstops[n].set(g.edge, g.sharpness)
 
@@ -244,7 +256,8 @@ class PMP(Pruner):
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(), "prior": self.prior_name, "alignment": self.alignment_name, "lam": self.lam,
-            "s_start": self.s_start, "s_end": self.s_end, "edge": self.edge_rule, "subsample": self.subsample,
+            "s_start": self.s_start, "s_end": self.s_end, "edge": self.edge_rule, "ramp": self.ramp,
+            "subsample": self.subsample,
             "prior_scales": {n: q.scale for n, q in self.priors.items()},
         }
 
