@@ -157,10 +157,14 @@ def _threading_layer() -> str:
 
 
 def run_benchmark(rates: Iterable[float] = (0.9, 0.95, 0.98, 0.99), out_path: str | Path | None = None,
-                  repeats: int = 200, seed: int = 0) -> dict[str, Any]:
+                  repeats: int = 200, seed: int = 0, threads: int | None = None) -> dict[str, Any]:
     """Prune the default agcn by magnitude at each rate, export, load sparse, and bench it against
-    the masked dense model; writes the result as JSON to `out_path` if given."""
+    the masked dense model; writes the result as JSON to `out_path` if given. `threads` sets torch's
+    and numba's thread counts (default: leave the machine's defaults)."""
     start = time.perf_counter()
+    if threads is not None:
+        torch.set_num_threads(threads)
+        numba.set_num_threads(threads)
     torch.manual_seed(seed)
     base = create_model("agcn", **AGCN_DEFAULT).eval()
     spec = {"model": "agcn", "kwargs": AGCN_DEFAULT}
