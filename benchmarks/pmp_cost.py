@@ -1,13 +1,16 @@
 """PMP training-step cost against dense on the attention GCN (FPHA size, batch 64, one thread).
 
 Time: dense and PMP alternate block by block in one process (thread CPU time, so other load on the
-machine matters less); the ratio is the median over blocks. Memory: each configuration in a fresh
+machine matters less); the ratio is the median over blocks. The process's allocator is set up as
+`pmp train` sets it (pmp/training/allocator.py); the ratio under glibc's default allocator, in a
+second process, is reported beside it. Memory: each configuration in a fresh
 subprocess with MALLOC_MMAP_THRESHOLD_=65536 (freed memory leaves the RSS): tensors alive between
 steps (parameters, buffers, gradients, optimizer state, PMP scratch) plus the RSS growth during 10
 steps.
 
     python benchmarks/pmp_cost.py            # prints the ratios (benchmarks/paper_table.py stores them)
     python benchmarks/pmp_cost.py time dense wasserstein kl wasserstein-global wasserstein-prior
+    python benchmarks/pmp_cost.py time-default-malloc wasserstein
     python benchmarks/pmp_cost.py mem wasserstein
 CONFIG: dense | wasserstein | kl, optionally suffixed -global (scope) and/or -prior (edge rule).
 """
@@ -25,6 +28,7 @@ import torch
 
 from pmp.models import create_model
 from pmp.pruning import PMP
+from pmp.training.allocator import keep_freed_memory
 
 
 class Run:
@@ -61,7 +65,7 @@ class Run:
         return (time.thread_time() - t0) / n * 1e3
 
 
-def time_configs(configs: list[str], blocks: int = 12) -> dict[str, dict[str, float]]:
+def time_configs(configs: list[str], blocks: int = 24) -> dict[str, dict[str, float]]:
     runs = [Run("dense")] + [Run(c) for c in configs]
     for r in runs:
         r.block(5)
@@ -104,28 +108,38 @@ def memory_of(cfg: str) -> dict[str, float]:
 
 
 def _memory_subprocess(cfg: str) -> dict[str, float]:
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    out = subprocess.run([sys.executable, __file__, "mem", cfg], env=env, check=True, capture_output=True, text=True)
+    return _subprocess_json("mem", cfg, env={"MALLOC_MMAP_THRESHOLD_": "65536"})
+
+
+def _subprocess_json(*args: str, env: dict[str, str] | None = None) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], env={**os.environ, **(env or {})}, check=True,
+                         capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def measure_step_cost(config: str = "wasserstein") -> dict:
-    """Step-time and peak-memory ratios of PMP (default options) against dense."""
-    torch.set_num_threads(1)
-    t = time_configs([config])
+    """Step-time and peak-memory ratios of PMP (default options) against dense, each timing in a
+    fresh process: as `pmp train` runs (allocator kept), and under glibc's default allocator."""
+    t = _subprocess_json("time", config)
+    t_default = _subprocess_json("time-default-malloc", config)
     dense_mem, pmp_mem = _memory_subprocess("dense"), _memory_subprocess(config)
     return {
         "step_time_ratio": t[config]["ratio_median_of_blocks"],
+        "step_time_ratio_default_malloc": t_default[config]["ratio_median_of_blocks"],
         "peak_memory_ratio": round(pmp_mem["peak_tensor_MB"] / dense_mem["peak_tensor_MB"], 3),
-        "cost_detail": {"time_ms": t, "memory_dense": dense_mem, "memory_pmp": pmp_mem,
-                        "setup": "agcn FPHA size (1.10M weights), batch 64, 1 thread, r=0.98, thread CPU time"},
+        "cost_detail": {"time_ms": t, "time_ms_default_malloc": t_default, "memory_dense": dense_mem,
+                        "memory_pmp": pmp_mem,
+                        "setup": "agcn FPHA size (1.10M weights), batch 64, 1 thread, r=0.98, thread CPU time, "
+                                 "24 interleaved blocks of 10 steps"},
     }
 
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    if len(sys.argv) > 1 and sys.argv[1] == "time":
-        print(json.dumps(time_configs(sys.argv[2:]), indent=2))
+    if len(sys.argv) > 1 and sys.argv[1] in ("time", "time-default-malloc"):
+        if sys.argv[1] == "time":
+            keep_freed_memory()
+        print(json.dumps(time_configs(sys.argv[2:])))
     elif len(sys.argv) > 1 and sys.argv[1] == "mem":
         print(json.dumps(memory_of(sys.argv[2])))
     else:

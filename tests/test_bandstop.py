@@ -73,3 +73,37 @@ def test_as_a_parametrization_with_buffers_in_the_state_dict() -> None:
     assert float(state["parametrizations.weight.0.sharpness"]) == pytest.approx(5.0)
     lin(torch.randn(3, 6)).sum().backward()
     assert latent.grad is not None and latent.grad.abs().sum() > 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(edge=st.floats(0.0, 2.0), sharpness=st.floats(0.01, 1e7), scale=st.floats(1e-3, 10.0), seed=st.integers(0, 2**16))
+def test_float32_compiled_pass_matches_the_sigmoid_reference(edge: float, sharpness: float, scale: float, seed: int) -> None:
+    """float32 CPU tensors take the compiled pass (rational tanh); it must agree with the float64
+    torch expression: psi to 3e-7, the output w psi accordingly, the derivative to a few float32 ulps relative
+    to its scale 1 + s |w| / 4, and exactly 0/1 where the sigmoid has saturated in float32."""
+    g = torch.Generator().manual_seed(seed)
+    w32 = (torch.randn(3000, generator=g) * scale).requires_grad_()
+    upstream = torch.randn(3000, generator=g)
+    _effective(w32, edge, sharpness).backward(upstream)
+    w = w32.detach().double()
+    s32, a32 = float(torch.tensor(sharpness, dtype=torch.float32)), float(torch.tensor(edge, dtype=torch.float32))
+    logit = s32 * (w.abs() - a32)
+    psi_ref = torch.sigmoid(logit)
+    psi = band_stop_gate(w32.detach(), edge, sharpness).double()
+    assert (psi - psi_ref).abs().max() < 3e-7
+    saturated = logit.abs() > 17.0  # sigmoid within float32 rounding of 0 or 1
+    assert torch.equal(psi[saturated], (logit[saturated] > 0).double())
+    deriv_ref = psi_ref + s32 * w.abs() * psi_ref * (1 - psi_ref)
+    deriv = w32.grad.double() / upstream.double()
+    ok = upstream.abs() > 1e-3
+    assert ((deriv - deriv_ref)[ok].abs() / (1 + s32 * w.abs()[ok] / 4)).max() < 6e-7  # + grad rounding
+
+
+def test_non_contiguous_and_no_grad_inputs_take_the_same_path() -> None:
+    w = torch.randn(40, 30)[:, ::3]  # a strided view
+    assert not w.is_contiguous()
+    band = BandStop(w, 0.5, 20.0)
+    with torch.no_grad():
+        out = band(w)
+    torch.testing.assert_close(out, w * band_stop_gate(w.contiguous(), 0.5, 20.0))
+    assert out.shape == w.shape

@@ -31,6 +31,7 @@ from pmp.models import create_model
 from pmp.pruning.base import Pruner, create_pruner
 from pmp.pruning.report import sparsity_report
 
+from .allocator import keep_freed_memory
 from .checkpoint import atomic_write_json, load_checkpoint, save_checkpoint, save_tensors
 from .config import ExperimentConfig, save_config
 from .metrics import classification_metrics
@@ -97,6 +98,7 @@ class _Run:
         self.cfg, self.run_dir, self.progress = cfg, run_dir, progress
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
+        keep_freed_memory()  # no page faults on each step's temporaries (allocator.py)
         torch.manual_seed(cfg.train.seed)
         np.random.seed(cfg.train.seed)
 
