@@ -26,7 +26,8 @@ def main() -> None:
     print(NOTE)
     for rate, r in result.items():
         if isinstance(r, dict) and "batch1" in r:
-            print(f"rate {rate}: size x{r['size_ratio']} (fp16 x{r['fp16']['size_ratio']}), " + ", ".join(
+            print(f"rate {rate}: size x{r['size_ratio']} (classifier pruned too x{r['all_layers']['size_ratio']}, "
+                  f"fp16 x{r['fp16']['size_ratio']}), " + ", ".join(
                 f"{b}: layers x{r[b]['layers_speedup']} model x{r[b]['model_speedup']}" for b in ("batch1", "batch64")))
     print(json.dumps(result["machine"]), f"wall {result['wall_s']} s -> {args.out}")
 

@@ -9,6 +9,7 @@ steps (parameters, buffers, gradients, optimizer state, PMP scratch) plus the RS
 steps.
 
     python benchmarks/pmp_cost.py            # prints the ratios (benchmarks/paper_table.py stores them)
+    python benchmarks/pmp_cost.py --write    # and stores them in benchmarks/results/pmp.json
     python benchmarks/pmp_cost.py time dense wasserstein kl wasserstein-global wasserstein-prior
     python benchmarks/pmp_cost.py time-default-malloc wasserstein
     python benchmarks/pmp_cost.py mem wasserstein
@@ -23,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -143,4 +145,14 @@ if __name__ == "__main__":
     elif len(sys.argv) > 1 and sys.argv[1] == "mem":
         print(json.dumps(memory_of(sys.argv[2])))
     else:
-        print(json.dumps(measure_step_cost(), indent=2))
+        t0 = time.perf_counter()
+        cost = measure_step_cost()
+        print(json.dumps(cost, indent=2))
+        if "--write" in sys.argv[1:]:  # only the cost keys: the accuracy entries come from paper_table.py
+            path = Path(__file__).parent / "results" / "pmp.json"
+            doc = json.loads(path.read_text()) if path.is_file() else {}
+            doc.update(cost)
+            doc.setdefault("meta", {})["cost"] = {"command": "python benchmarks/pmp_cost.py --write",
+                                                  "wall_s": round(time.perf_counter() - t0, 1),
+                                                  "load_avg_end": list(os.getloadavg())}
+            path.write_text(json.dumps(doc, indent=2))

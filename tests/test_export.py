@@ -15,7 +15,7 @@ from safetensors.numpy import save_file as save_np
 from safetensors.torch import save_file
 
 from pmp.export import ExportFormatError, export_run, load_sparse, predict, read_compact, save_compact
-from pmp.export.bench import AGCN_DEFAULT, bench_inference, magnitude_prune
+from pmp.export.bench import AGCN_DEFAULT, bench_inference, magnitude_prune, run_benchmark
 from pmp.export.format import META_KEY, _decode, _encode, index_sizes
 from pmp.models import create_model
 
@@ -80,6 +80,18 @@ def test_round_trip_odd_sizes(tmp_path):
     run, model = _run_dir(tmp_path, SMALL, 0.7)
     module = load_sparse(export_run(run, tmp_path / "small.pmp"))
     for batch in (1, 3, 17, 40):
+        assert _close(model, module, batch, seed=batch) < 1e-5
+
+
+def test_pruned_classifier_round_trip(tmp_path):
+    """With `exclude_last=False` the classifier is stored sparse too; batches of one tile and of
+    several (the multi-threaded fc) match the masked dense model."""
+    model = _model(AGCN_DEFAULT)
+    masks = magnitude_prune(model, 0.99, exclude_last=False)
+    path = save_compact(model, {"model": "agcn", "kwargs": AGCN_DEFAULT}, masks, tmp_path / "all.pmp")
+    assert "classifier.weight" in read_compact(path).sparse
+    module = load_sparse(path)
+    for batch in (1, 17, 64):
         assert _close(model, module, batch, seed=batch) < 1e-5
 
 
@@ -306,3 +318,19 @@ def test_save_refuses_unfinalised_model(tmp_path):
 def test_export_run_needs_a_finished_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.json"):
         export_run(tmp_path, tmp_path / "m.pmp")
+
+
+def test_run_benchmark_writes_the_result_file(tmp_path):
+    """`pmp bench-inference` / benchmarks/inference.py: the fields the issue asks for, the parity of
+    every exported variant, and the sizes (deterministic for a seed; timings are not asserted)."""
+    out = tmp_path / "inference.json"
+    res = run_benchmark([0.99], out, repeats=3)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(res))
+    r = res["0.99"]
+    for b in ("batch1", "batch64"):
+        assert r[b]["layers_speedup"] > 0 and r[b]["model_speedup"] > 0
+    assert r["max_abs_diff"] < 1e-5 and r["all_layers"]["max_abs_diff"] < 1e-5
+    assert r["size_ratio"] == round(r["dense_bytes"] / r["sparse_bytes"], 2)
+    # the dense classifier caps the default export; pruned too, the file is 1% of the weights
+    assert 20 < r["size_ratio"] < r["all_layers"]["size_ratio"]
+    assert r["all_layers"]["size_ratio"] >= 45
