@@ -135,7 +135,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from pmp.export import export_run
 
-    out = export_run(args.run_dir, args.output)
+    out = export_run(args.run_dir, args.output, fp16=args.fp16, compress=not args.no_compress)
     print(f"exported {args.run_dir} -> {out} ({Path(out).stat().st_size / 1024:.1f} KiB)")
     return 0
 
@@ -218,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="export a finished run to the compact sparse format")
     x.add_argument("run_dir")
     x.add_argument("-o", "--output", required=True, help="output file (*.pmp)")
+    x.add_argument("--no-compress", action="store_true",
+                   help="store tensors raw (default: lossless byte-plane DEFLATE where smaller)")
+    x.add_argument("--fp16", action="store_true", help="half-precision values (lossy, ~1e-5 on logits)")
     x.set_defaults(func=cmd_export)
 
     pr = sub.add_parser("predict", help="run an exported model with sparse kernels on a dataset's test split")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 import pickle
 from pathlib import Path
 
@@ -198,8 +199,13 @@ def _read_sparse(path: Path) -> dict:
 
 
 @pytest.fixture
-def good(exported) -> Path:
-    return exported[0.99][0]
+def good(exported, tmp_path) -> Path:
+    """An uncompressed file: the validation below sees the stored tensors as they are decoded."""
+    path = exported[0.99][0]
+    model = exported[0.99][1]
+    compact = read_compact(path)
+    masks = {n: torch.from_numpy(t.dense() != 0) for n, t in compact.sparse.items()}
+    return save_compact(model, compact.spec, masks, tmp_path / "raw.pmp", compress=False)
 
 
 def _rejects(path: Path, *fragments: str) -> None:
@@ -334,3 +340,59 @@ def test_run_benchmark_writes_the_result_file(tmp_path):
     # the dense classifier caps the default export; pruned too, the file is 1% of the weights
     assert 20 < r["size_ratio"] < r["all_layers"]["size_ratio"]
     assert r["all_layers"]["size_ratio"] >= 45
+
+
+def _codecs(path: Path) -> dict:
+    with safe_open(str(path), "np") as f:
+        return json.loads(f.metadata()[META_KEY])["codecs"]
+
+
+def test_compression_is_lossless_and_smaller(exported, good):
+    packed, raw = exported[0.99][0], good
+    assert packed.stat().st_size < 0.95 * raw.stat().st_size
+    assert "fc.weight.values" in _codecs(packed) and _codecs(raw) == {}
+    a, b = read_compact(packed), read_compact(raw)
+    assert a.dense.keys() == b.dense.keys() and a.sparse.keys() == b.sparse.keys()
+    for k in a.dense:
+        np.testing.assert_array_equal(a.dense[k], b.dense[k])
+    for k in a.sparse:
+        np.testing.assert_array_equal(a.sparse[k].positions, b.sparse[k].positions)
+        np.testing.assert_array_equal(a.sparse[k].values, b.sparse[k].values)
+
+
+def test_reads_version_1_files(good, tmp_path):
+    v1 = _rewrite(good, tmp_path / "v1.pmp", meta={"version": 1, "codecs": None})
+    assert read_compact(v1).sparse.keys() == read_compact(good).sparse.keys()
+
+
+def _tamper(src: Path, dst: Path, name: str, fn) -> Path:
+    """Copy a compressed .pmp with the stored (packed) bytes of `name` passed through fn."""
+    arrays = load_np(str(src))
+    with safe_open(str(src), "np") as f:
+        meta = f.metadata()
+    arrays[name] = fn(arrays[name])
+    save_np(arrays, str(dst), metadata=meta)
+    return dst
+
+
+@pytest.mark.parametrize("how, message", [
+    (lambda a: a[: len(a) // 2], "does not inflate to exactly"),
+    (lambda a: np.concatenate([a[:2], a[2:] ^ np.uint8(0x5A)]), "compressed data"),
+    (lambda a: np.frombuffer(zlib.compress(b"\0" * 10_000_000), np.uint8), "does not inflate to exactly"),
+])
+def test_rejects_corrupt_compressed_tensor(exported, tmp_path, how, message):
+    """Truncated, bit-flipped, or inflating to more than declared (inflation stops at the declared
+    size: a small file cannot make the loader allocate gigabytes)."""
+    _rejects(_tamper(exported[0.99][0], tmp_path / "bad.pmp", "fc.weight.values", how), "fc.weight.values", message)
+
+
+def test_rejects_bad_codec_entries(exported, tmp_path):
+    src = exported[0.99][0]
+    codecs = _codecs(src)
+    entry = codecs["fc.weight.values"]
+    _rejects(_rewrite(src, tmp_path / "a.pmp", meta={"codecs": {**codecs, "fc.weight.values": {**entry, "codec": "lz9"}}}),
+             "unknown codec 'lz9'")
+    _rejects(_rewrite(src, tmp_path / "b.pmp", meta={"codecs": {**codecs, "ghost": entry}}), "'ghost'", "no such tensor")
+    _rejects(_rewrite(src, tmp_path / "c.pmp", meta={"codecs": {**codecs, "fc.weight.values": {**entry, "shape": [-1]}}}),
+             "bad codec shape")
+    _rejects(_rewrite(src, tmp_path / "d.pmp", meta={"codecs": None}), "missing required field 'codecs'")

@@ -5,7 +5,9 @@ file stores each pruned tensor as its kept values plus a compact index (bitmask 
 tokens, whichever is smaller for that tensor), everything else dense, and BatchNorm already folded
 into a per-feature affine (what inference needs, not the training statistics). It is a plain
 safetensors file: no pickle anywhere, and the model config travels inside the header, so one file
-is enough to deploy. The layout is specified in docs/deploy.md.
+is enough to deploy. Version 2 adds a lossless codec per tensor (byte planes + DEFLATE): the sign and
+exponent bytes of trained float32 weights are far from random, which saves ~20% of a 99%-pruned
+file. The layout is specified in docs/deploy.md.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +30,9 @@ from torch import nn
 from pmp.models import create_model, list_models
 
 FORMAT = "pmp-sparse"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: no "codecs" entry, every tensor raw
+CODEC = "byteplanes-deflate"
 META_KEY = "pmp"  # key of the JSON document in the safetensors `__metadata__`
 #: Index encodings of a sparse tensor's kept positions (row-major flat order), see `_encode`.
 INDEX_DTYPES: dict[str, np.dtype] = {"bitmask": np.dtype(np.uint8), "delta8": np.dtype(np.uint8),
@@ -165,12 +170,14 @@ def save_compact(
     out_path: str | Path,
     *,
     fp16: bool = False,
+    compress: bool = True,
 ) -> Path:
     """Write `model` (a finalised pruned model: zeros outside `masks`) as a `.pmp` file.
 
     Each masked tensor is stored sparse (values + the smallest index encoding) unless dense is
-    smaller (low pruning rates); all other tensors dense. `fp16` stores every float tensor in half
-    precision: half the bytes, but outputs then differ from the float32 model by ~1e-3."""
+    smaller (low pruning rates); all other tensors dense. `compress` (lossless) stores each tensor
+    through the byte-plane DEFLATE codec where that is smaller. `fp16` stores every float tensor in
+    half precision: half the bytes, but outputs then differ from the float32 model by ~1e-3."""
     if "model" not in model_spec or "kwargs" not in model_spec:
         raise ValueError("model_spec needs 'model' and 'kwargs' (the run's model.json)")
     state = inference_state(model)
@@ -202,8 +209,15 @@ def save_compact(
         arrays[f"{name}.values"] = w.reshape(-1)[mask].astype(vdtype)
         arrays[f"{name}.index"] = index
         sparse[name] = {"shape": list(w.shape), "nnz": nnz, "encoding": encoding}
+    codecs: dict[str, dict[str, Any]] = {}
+    if compress:
+        for name, a in list(arrays.items()):
+            packed = _pack(a)
+            if packed.nbytes < a.nbytes:
+                arrays[name] = packed
+                codecs[name] = {"codec": CODEC, "dtype": a.dtype.name, "shape": list(a.shape)}
     meta = {"format": FORMAT, "version": VERSION, "dtype": np.dtype(vdtype).name, "config": dict(model_spec),
-            "sparse": sparse}
+            "sparse": sparse, "codecs": codecs}
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -212,8 +226,9 @@ def save_compact(
     return out
 
 
-def export_run(run_dir: str | Path, out_path: str | Path) -> Path:
-    """Export a finished training run folder (model.json, model.safetensors, masks.safetensors)."""
+def export_run(run_dir: str | Path, out_path: str | Path, *, fp16: bool = False, compress: bool = True) -> Path:
+    """Export a finished training run folder (model.json, model.safetensors, masks.safetensors);
+    `fp16` and `compress` as in `save_compact`."""
     from safetensors.torch import load_file
 
     run = Path(run_dir)
@@ -224,7 +239,49 @@ def export_run(run_dir: str | Path, out_path: str | Path) -> Path:
     spec = json.loads(paths["model.json"].read_text())
     model = create_model(spec["model"], **spec["kwargs"])
     model.load_state_dict(load_file(str(paths["model.safetensors"])))
-    return save_compact(model.eval(), spec, load_file(str(paths["masks.safetensors"])), out_path)
+    return save_compact(model.eval(), spec, load_file(str(paths["masks.safetensors"])), out_path, fp16=fp16,
+                        compress=compress)
+
+
+# ---------------------------------------------------------------- the lossless codec
+
+
+def _pack(a: np.ndarray) -> np.ndarray:
+    """Byte planes (all first bytes, then all second bytes, ...) through DEFLATE, as uint8. The
+    planes separate the low-entropy sign/exponent bytes from the mantissa noise."""
+    planes = np.ascontiguousarray(a).reshape(-1).view(np.uint8).reshape(-1, a.dtype.itemsize).T
+    return np.frombuffer(zlib.compress(planes.tobytes(), 9), np.uint8)
+
+
+def _unpack(path: Path, name: str, packed: np.ndarray, entry: Any) -> np.ndarray:
+    """Inverse of `_pack`, checked: a stream that is corrupt, or inflates to any size other than
+    the declared tensor's (never more than that is inflated), is an error naming the tensor."""
+    where = f"tensor {name!r}"
+    if not isinstance(entry, dict):
+        raise _fail(path, f"{where}: codec entry is not an object")
+    if _require(path, entry, "codec", str, where) != CODEC:
+        raise _fail(path, f"{where}: unknown codec {entry['codec']!r} (known: {CODEC!r})")
+    dtype = _require(path, entry, "dtype", str, where)
+    shape = _require(path, entry, "shape", list, where)
+    if dtype not in {d.name for d in _ST_DTYPES.values()}:
+        raise _fail(path, f"{where}: codec dtype {dtype!r} not one of {sorted(d.name for d in _ST_DTYPES.values())}")
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise _fail(path, f"{where}: bad codec shape {shape!r}")
+    if packed.dtype != np.uint8 or packed.ndim != 1:
+        raise _fail(path, f"{where}: a compressed tensor must be stored as 1-D uint8")
+    item = np.dtype(dtype).itemsize
+    size = math.prod(shape) * item
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(packed.tobytes(), size)
+        complete = inflater.eof and not inflater.unconsumed_tail and not inflater.unused_data
+    except zlib.error as e:
+        raise _fail(path, f"{where}: corrupt compressed data ({e})") from e
+    if len(raw) != size or not complete:
+        raise _fail(path, f"{where}: compressed data does not inflate to exactly {size} bytes "
+                          f"({dtype} {shape}; truncated or corrupt)")
+    planes = np.frombuffer(raw, np.uint8).reshape(item, -1)
+    return np.ascontiguousarray(planes.T).view(dtype).reshape(shape)
 
 
 # ---------------------------------------------------------------- reading and validation
@@ -349,8 +406,14 @@ def read_compact(path: str | Path) -> CompactModel:
     doc, arrays = _read_container(path)
     if doc.get("format") != FORMAT:
         raise _fail(path, f"format {doc.get('format')!r}, expected {FORMAT!r}")
-    if doc.get("version") != VERSION:
-        raise _fail(path, f"format version {doc.get('version')!r} not supported (this reader: {VERSION})")
+    if doc.get("version") not in READABLE_VERSIONS:
+        raise _fail(path, f"format version {doc.get('version')!r} not supported (this reader: "
+                          f"{', '.join(map(str, READABLE_VERSIONS))})")
+    codecs = _require(path, doc, "codecs", dict, "header") if doc["version"] >= 2 else {}
+    for name, entry in codecs.items():
+        if name not in arrays:
+            raise _fail(path, f"codec entry for {name!r}, but the file has no such tensor")
+        arrays[name] = _unpack(path, name, arrays[name], entry)
     vdtype = _require(path, doc, "dtype", str, "header")
     if vdtype not in _VALUE_DTYPES:
         raise _fail(path, f"header: dtype {vdtype!r} not one of {_VALUE_DTYPES}")
