@@ -7,6 +7,7 @@ import json
 import pytest
 
 from pmp.cli import main
+from pmp.export import read_compact
 
 TINY = ["--dataset", "synthetic", "--epochs", "2", "--preprocess.frames", "8", "--train.threads", "1",
         "--set", "model.kwargs={heads: 2, attn_dim: 4, gc_dim: 4, hidden: 16}", "-q"]
@@ -32,6 +33,12 @@ def test_train_eval_export_predict(tmp_path, capsys):
     assert f"{100 * metrics['class_avg_acc']:.2f}%" in out  # sparse inference gives the same accuracy
     n_test = sum(map(sum, metrics["confusion"]))
     assert len((tmp_path / "pred.txt").read_text().split()) == n_test
+
+    raw, half = tmp_path / "raw.pmp", tmp_path / "half.pmp"
+    assert main(["export", str(run), "-o", str(raw), "--no-compress"]) == 0
+    assert main(["export", str(run), "-o", str(half), "--fp16"]) == 0
+    assert half.stat().st_size < model.stat().st_size < raw.stat().st_size
+    assert read_compact(raw).spec == read_compact(model).spec
 
 
 def test_every_config_field_is_a_flag(tmp_path):
