@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ def fake_runner(cfg, run_dir: Path) -> dict:
         raise RuntimeError("injected failure")
     if cfg.pruning.options.get("crash"):
         os._exit(3)  # a worker killed outright, as by the out-of-memory killer
+    time.sleep(cfg.pruning.options.get("sleep", 0.0))
     metrics = {
         "dataset": cfg.data.name, "method": cfg.pruning.method, "rate": cfg.pruning.rate, "seed": cfg.train.seed,
         "split": cfg.data.split, "class_avg_acc": 0.5 + 0.01 * cfg.train.seed, "epochs": cfg.train.epochs,
@@ -156,14 +158,18 @@ def test_failing_run_is_recorded_and_the_others_finish(tmp_path):
 
 
 def test_a_dead_worker_fails_its_run_and_the_sweep_goes_on(tmp_path):
+    """The crashing run breaks the pool and takes whatever ran beside it (pmp, still asleep) with
+    it; every lost run is retried alone in a fresh worker, so only the culprit fails."""
     spec = _spec(grid={"method": ["dense", "pmp", "mp", "gmp"], "rate": [0.9], "seed": [0]},
-                 method_overrides={"dense": {"pruning.options.crash": True}})  # fmt: skip
+                 method_overrides={"dense": {"pruning.options.crash": True}, "pmp": {"pruning.options.sleep": 1.0}})
     result = run_sweep(spec, tmp_path, workers=2, runner=fake_runner, progress=False)
     status = {r.run_id: r.status for r in result.runs}
-    assert status["dense_r0_s0_f1-1"] == "failed"  # pmp ran beside it and may have been lost with it
-    assert status["mp_r0.9_s0_f1-1"] == status["gmp_r0.9_s0_f1-1"] == "done"  # on a fresh pool
+    assert status == {"dense_r0_s0_f1-1": "failed", "pmp_r0.9_s0_f1-1": "done", "mp_r0.9_s0_f1-1": "done",
+                      "gmp_r0.9_s0_f1-1": "done"}  # fmt: skip
     assert "BrokenProcessPool" in (tmp_path / "dense_r0_s0_f1-1" / "error.txt").read_text()
     assert result.failed[0].error.startswith("outside the runner: ")
+    calls = [line.split()[0] for line in (tmp_path / "calls.log").read_text().splitlines()]
+    assert calls.count("dense_r0_s0_f1-1") == 2  # its isolated retry crashed too
 
 
 def test_ray_backend_without_ray_says_how_to_install(tmp_path, monkeypatch):

@@ -14,7 +14,8 @@ import multiprocessing
 import os
 import time
 import traceback
-from dataclasses import dataclass, field
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
@@ -113,6 +114,7 @@ class _Job:
     run: RunSpec
     cfg: ExperimentConfig
     run_dir: Path
+    isolated: bool = False  # a retry, alone in a fresh worker, after its pool broke under it
 
 
 class _Backend(Protocol):
@@ -128,16 +130,22 @@ class _Backend(Protocol):
 
 class _LocalBackend:
     """Worker processes, spawned (forking a process that holds torch threads is unsafe) and reused
-    across runs: a fresh process per run would cost more than a short run (torch import)."""
+    across runs: a fresh process per run would cost more than a short run (torch import).
+
+    A worker that dies (killed by the OOM killer, a segfault) breaks the whole pool, and every run in
+    flight on it is lost, not only the one that killed it. Which one did cannot be told, so each
+    lost run is retried once, alone in a fresh single-worker pool (`_Job.isolated`): the culprit
+    fails there without taking anything with it, the others finish."""
 
     def __init__(self, runner: Runner, workers: int):
         self.runner, self.capacity = runner, workers
         self.threads = 1 if workers > 1 else 0
-        self.pool = self._new_pool() if workers > 1 else None
+        self.pool = self._new_pool(workers) if workers > 1 else None
+        self.pool_of: dict[cf.Future, cf.ProcessPoolExecutor] = {}  # which pool runs each future
 
-    def _new_pool(self) -> cf.ProcessPoolExecutor:
-        ctx = multiprocessing.get_context("spawn")
-        return cf.ProcessPoolExecutor(self.capacity, mp_context=ctx)
+    @staticmethod
+    def _new_pool(workers: int) -> cf.ProcessPoolExecutor:
+        return cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
     def submit(self, job: _Job) -> cf.Future:
         args = (self.runner, job.cfg, str(job.run_dir), self.threads)
@@ -145,16 +153,36 @@ class _LocalBackend:
             future: cf.Future = cf.Future()
             future.set_result(execute(*args))
             return future
-        try:
-            return self.pool.submit(execute, *args)
-        except cf.process.BrokenProcessPool:  # a worker died (e.g. out of memory): start afresh
-            self.pool.shutdown(wait=False)
-            self.pool = self._new_pool()
-            return self.pool.submit(execute, *args)
+        if job.isolated:
+            pool = self._new_pool(1)
+            future = pool.submit(execute, *args)
+            pool.shutdown(wait=False)  # its worker exits once the run is done
+        else:
+            try:
+                future = self.pool.submit(execute, *args)
+            except BrokenProcessPool:  # broken since the last result came in: start afresh
+                self._replace_pool()
+                future = self.pool.submit(execute, *args)
+            pool = self.pool
+        self.pool_of[future] = pool
+        return future
+
+    def _replace_pool(self) -> None:
+        self.pool.shutdown(wait=False)
+        self.pool = self._new_pool(self.capacity)
 
     def wait(self, handles: Iterable[cf.Future]) -> list[tuple[cf.Future, dict | BaseException]]:
         done, _ = cf.wait(list(handles), return_when=cf.FIRST_COMPLETED)
-        return [(f, f.exception() or f.result()) for f in done]
+        out = []
+        for f in done:
+            error = f.exception()
+            # the executor may mark a broken pool only after the next submit went in: replace it as
+            # soon as one of its runs reports it, so queued runs start on a fresh one
+            if isinstance(error, BrokenProcessPool) and self.pool_of.get(f) is self.pool:
+                self._replace_pool()
+            self.pool_of.pop(f, None)
+            out.append((f, error or f.result()))
+        return out
 
     def close(self, cancel: bool) -> None:
         if self.pool is not None:
@@ -309,6 +337,9 @@ def _drive(
         bar.set_postfix(running=len(in_flight), failed=failed)
         for handle, result in engine.wait(in_flight):
             job = in_flight.pop(handle)
+            if isinstance(result, BrokenProcessPool) and not job.isolated:  # lost with its pool: retry alone
+                queue.append(replace(job, isolated=True))
+                continue
             if isinstance(result, BaseException):  # failed outside `execute` (dead worker...): no error.txt yet
                 (job.run_dir / ERROR).write_text("".join(traceback.format_exception(result)))
                 last = (str(result).strip().splitlines() or [type(result).__name__])[-1]
