@@ -6,15 +6,18 @@ sparsity the pruned layers are ~40k multiply-adds. So the forward pass is two co
 float32 numpy arrays (docs/deploy.md has the measurements that chose each piece):
 
 - query/key/gc share their input, so they are one stacked CSR matrix (rows q|k|gc) applied to a
-  tile of GROUP samples' node signals laid out (features, nodes): each kept weight is one axpy;
-- attention, softmax and the per-head mixing run per sample on that cache-resident tile, with the
-  attending nodes as vector lanes (and a vectorisable exp);
+  tile of node signals: each kept weight is one axpy over the tile's columns;
+- attention, softmax and the per-head mixing run on that tile with a vectorisable exp, in one of
+  two layouts: below LANES samples, per sample with the attending nodes as the vector lanes
+  (tiles of GROUP samples x nodes); from LANES samples on, with the samples as the lanes (tiles of
+  nodes x LANE_TILE samples), which needs no padding of the node count;
 - `fc` is CSR times the (features, batch) activations: a gather-dot per row for one sample, an
-  axpy over the batch per kept weight otherwise; the small dense classifier follows;
+  axpy over the batch per kept weight otherwise; the classifier follows (dense or CSR);
 - BatchNorms are already per-feature affines (folded at export), the attention scale 1/sqrt(d) is
   folded into the query rows here, and dropout does not exist at inference.
 
-Batches of more than GROUP samples spread their tiles over numba's threads (numba.set_num_threads).
+Batches of more than GROUP samples spread their work over numba's threads (numba.set_num_threads):
+node-lane tiles whole, batch-lane products by row blocks and the attention by heads.
 """
 
 from __future__ import annotations
