@@ -9,9 +9,8 @@ pruned by magnitude: inference speed depends on the sparsity, not on what the we
 from __future__ import annotations
 
 import argparse
-import json
 
-from pmp.export.bench import NOTE, run_benchmark
+from pmp.export.bench import run_benchmark, summary
 
 
 def main() -> None:
@@ -23,13 +22,7 @@ def main() -> None:
     args = p.parse_args()
     result = run_benchmark([float(r) for r in args.rates.split(",")], args.out, repeats=args.repeats,
                            threads=args.threads)
-    print(NOTE)
-    for rate, r in result.items():
-        if isinstance(r, dict) and "batch1" in r:
-            print(f"rate {rate}: size x{r['size_ratio']} (classifier pruned too x{r['all_layers']['size_ratio']}, "
-                  f"fp16 x{r['fp16']['size_ratio']}), " + ", ".join(
-                f"{b}: layers x{r[b]['layers_speedup']} model x{r[b]['model_speedup']}" for b in ("batch1", "batch64")))
-    print(json.dumps(result["machine"]), f"wall {result['wall_s']} s -> {args.out}")
+    print(summary(result, args.out))
 
 
 if __name__ == "__main__":

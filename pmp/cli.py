@@ -165,10 +165,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_inference(args: argparse.Namespace) -> int:
-    from pmp.export.bench import run_benchmark
+    from pmp.export.bench import run_benchmark, summary
 
-    result = run_benchmark(rates=[float(r) for r in args.rates.split(",")], out_path=args.out)
-    print(json.dumps(result, indent=2))
+    result = run_benchmark([float(r) for r in args.rates.split(",")], args.out, repeats=args.repeats,
+                           threads=args.threads)
+    print(summary(result, args.out))
     return 0
 
 
@@ -233,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench-inference", help="dense vs sparse CPU latency and file sizes")
     b.add_argument("--rates", default="0.9,0.95,0.98,0.99")
+    b.add_argument("--repeats", type=int, default=200, help="timed calls per configuration (medians)")
+    b.add_argument("--threads", type=int, help="torch and numba threads (default: the machine's default)")
     b.add_argument("--out", default="benchmarks/results/inference.json")
     b.set_defaults(func=cmd_bench_inference)
 

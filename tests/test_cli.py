@@ -65,3 +65,20 @@ def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "agcn" in out and all(m in out for m in ["dense", "pmp", "mp", "gmp", "lth", "snip"])
+
+
+def test_bench_inference_prints_a_summary_and_writes_the_file(tmp_path, capsys):
+    import numba
+    import torch
+
+    threads = torch.get_num_threads(), numba.get_num_threads()
+    out = tmp_path / "inference.json"
+    try:
+        assert main(["bench-inference", "--rates", "0.99", "--repeats", "2", "--threads", "1", "--out", str(out)]) == 0
+    finally:  # the command sets them for the whole process
+        torch.set_num_threads(threads[0])
+        numba.set_num_threads(threads[1])
+    printed = capsys.readouterr().out
+    assert "rate 0.99: size x" in printed and "batch64: layers x" in printed and str(out) in printed
+    result = json.loads(out.read_text())
+    assert result["machine"]["torch_threads"] == 1 and result["0.99"]["repeats"] == 2

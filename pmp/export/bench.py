@@ -226,6 +226,19 @@ def _all_layers_size(base: nn.Module, spec: dict, rate: float, tmp: Path, x: tor
             "file_parts": _file_breakdown(path)}
 
 
+def summary(result: dict[str, Any], out_path: str | Path | None = None) -> str:
+    """What `pmp bench-inference` and benchmarks/inference.py print: one line per rate."""
+    lines = [NOTE]
+    for rate, r in result.items():
+        if isinstance(r, dict) and "batch1" in r:
+            lines.append(f"rate {rate}: size x{r['size_ratio']} (classifier pruned too x{r['all_layers']['size_ratio']}, "
+                         f"fp16 x{r['fp16']['size_ratio']}), " + ", ".join(
+                             f"{b}: layers x{r[b]['layers_speedup']} model x{r[b]['model_speedup']}"
+                             for b in ("batch1", "batch64")))
+    lines.append(f"{json.dumps(result['machine'])} wall {result['wall_s']} s" + (f" -> {out_path}" if out_path else ""))
+    return "\n".join(lines)
+
+
 def _index_bytes(masks: dict[str, torch.Tensor]) -> dict[str, int]:
     """Index bytes of all pruned tensors under each encoding, with CSR (uint16 columns, int32 row
     pointers) alongside for comparison: the measurement behind the format's choice."""
