@@ -228,6 +228,25 @@ def _node_signals(x, b0, count, scale, shift, out):  # pragma: no cover - compil
                     o[v] = x[b0 + g, t, v, c] * sc[v] + sh[v]
 
 
+@numba.njit(inline="always", **_JIT)
+def _softmax_columns(s, ex, tot, bits):  # pragma: no cover - compiled
+    """Softmax over the rows of s (nodes u) for every lane, unnormalised: s becomes exp(s - max)
+    and tot the lanes' sums. `ex` is scratch shaped like s, `bits` int32 of s.size."""
+    nodes, lanes = s.shape
+    tot[:] = s[0]  # the max over u, first
+    for u in range(1, nodes):
+        for c in range(lanes):
+            tot[c] = max(tot[c], s[u, c])
+    for u in range(nodes):
+        for c in range(lanes):
+            ex[u, c] = s[u, c] - tot[c]
+    _exp_nonpositive(ex.reshape(-1), s.reshape(-1), bits)
+    tot[:] = s[0]
+    for u in range(1, nodes):
+        for c in range(lanes):
+            tot[c] += s[u, c]
+
+
 @numba.njit(**_JIT)
 def _attend(qkv, col, heads, adim, gdim, scale, shift, feats, b, scratch, bits):  # pragma: no cover
     """Attention for the sample whose nodes are columns col.. of the tile `qkv` (rows q | k | gc).
@@ -242,18 +261,7 @@ def _attend(qkv, col, heads, adim, gdim, scale, shift, feats, b, scratch, bits):
     for h in range(heads):
         q0, k0, g0 = h * adim, (heads + h) * adim, 2 * heads * adim + h * gdim
         _lane_matmul(qkv[k0:k0 + adim, col:col + nodes].T, qkv, q0, col, s)
-        tot[:] = s[0]  # the max over u, first
-        for u in range(1, nodes):
-            for v in range(lanes):
-                tot[v] = max(tot[v], s[u, v])
-        for u in range(nodes):
-            for v in range(lanes):
-                ex[u, v] = s[u, v] - tot[v]
-        _exp_nonpositive(ex.reshape(-1), s.reshape(-1), bits)
-        tot[:] = s[0]
-        for u in range(1, nodes):
-            for v in range(lanes):
-                tot[v] += s[u, v]
+        _softmax_columns(s, ex, tot, bits)
         _lane_matmul(qkv[g0:g0 + gdim, col:col + nodes], s, 0, 0, mix)
         for v in range(nodes):
             inv = _ONE / tot[v]
@@ -326,7 +334,7 @@ def _attend_lanes(qkv, h, count, nodes, heads, adim, gdim, scale, shift, feats, 
     lanes = scratch.shape[1]
     width = nodes * lanes
     s, ex, mix, tot = scratch[:nodes], scratch[nodes:2 * nodes], scratch[2 * nodes:2 * nodes + gdim], scratch[-1]
-    sf, exf = s.reshape(-1), ex.reshape(-1)
+    sf = s.reshape(-1)
     q0, k0, g0 = h * adim, (heads + h) * adim, 2 * heads * adim + h * gdim
     for v in range(nodes):
         qv = v * lanes
@@ -350,18 +358,7 @@ def _attend_lanes(qkv, h, count, nodes, heads, adim, gdim, scale, shift, feats, 
                 for c in range(lanes):
                     sf[ku + c] += ka[ku + c] * qa[c]
             d += 1
-        tot[:] = s[0]  # the max over u, first
-        for u in range(1, nodes):
-            for c in range(lanes):
-                tot[c] = max(tot[c], s[u, c])
-        for u in range(nodes):
-            for c in range(lanes):
-                ex[u, c] = s[u, c] - tot[c]
-        _exp_nonpositive(exf, sf, bits)
-        tot[:] = s[0]
-        for u in range(1, nodes):
-            for c in range(lanes):
-                tot[c] += s[u, c]
+        _softmax_columns(s, ex, tot, bits)
         for c in range(lanes):
             tot[c] = _ONE / tot[c]
         for d in range(gdim):  # mix[d] = sum_u s[u] g[d, u], four u per pass over mix[d]
