@@ -221,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("-o", "--output", required=True, help="output file (*.pmp)")
     x.add_argument("--no-compress", action="store_true",
                    help="store tensors raw (default: lossless byte-plane DEFLATE where smaller)")
-    x.add_argument("--fp16", action="store_true", help="half-precision values (lossy, ~1e-5 on logits)")
+    x.add_argument("--fp16", action="store_true",
+                   help="half-precision values (lossy: logits move by ~1e-3 of their largest magnitude)")
     x.set_defaults(func=cmd_export)
 
     pr = sub.add_parser("predict", help="run an exported model with sparse kernels on a dataset's test split")

@@ -124,9 +124,9 @@ def _spmm(ptr, idx, val, bias, x, out):  # pragma: no cover - compiled
 
     Wide outputs (the 1,344-column batch-lane tiles) write each row's first (up to) four terms in
     one pass without reading the row: q|k|gc rows keep ~2 weights at 98%, so their cost is the
-    output's memory traffic (20% faster than filling with the bias, then accumulating). Narrow
-    ones (one sample: 32 columns) fill and accumulate: there the per-row branching of the first
-    pass cost more than it saved (6 vs 14 us for q|k|gc)."""
+    output's memory traffic, which this pass cuts. Narrow ones (one sample: 32 columns) fill and
+    accumulate: there the per-row branching of the first pass cost more than it saved (both
+    measured in development against the previous kernel)."""
     wide = x.shape[1] >= 256
     for i in range(ptr.shape[0] - 1):
         o, b = out[i], bias[i]
@@ -299,8 +299,8 @@ def _features_tile(x, t, group, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias,
 def _node_signals_lanes(x, b0, count, lanes, scale, shift, out, t0, t1):  # pragma: no cover - compiled
     """Frames t0..t1 of samples b0..b0+count of x as node trajectories, the samples as lanes:
     out[t*C + c, v*lanes + s] (lanes past `count` are left as they are). A transpose, done 8
-    samples at a time: 8 sequential read streams and contiguous writes (1.7x faster than one
-    sample or one lane at a time)."""
+    samples at a time: 8 sequential read streams and contiguous writes (faster, in development
+    measurements, than one sample or one lane at a time)."""
     _, frames, nodes, chans = x.shape
     for g in range(0, count, 8):
         n = min(8, count - g)
@@ -330,7 +330,7 @@ def _attend_lanes(qkv, h, count, nodes, heads, adim, gdim, scale, shift, feats, 
     attending node v: scores s[u] = k_u . q_v, softmax over u, the mixture of the gc features,
     gc BatchNorm + ReLU into feats[:, b0:b0 + count]. `scratch` is (2 V + gc_dim + 1, L) float32,
     `bits` V * L int32. L is read from `scratch` at run time: with a compile-time trip count LLVM
-    unrolls the lane loops into scalar code instead of vectorising them (3x slower, measured)."""
+    unrolls the lane loops into scalar code instead of vectorising them (seen in the assembly)."""
     lanes = scratch.shape[1]
     width = nodes * lanes
     s, ex, mix, tot = scratch[:nodes], scratch[nodes:2 * nodes], scratch[2 * nodes:2 * nodes + gdim], scratch[-1]
@@ -365,7 +365,7 @@ def _attend_lanes(qkv, h, count, nodes, heads, adim, gdim, scale, shift, feats, 
             m, gd = mix[d], qkv[g0 + d, :width]
             m[:] = _ZERO
             u = 0
-            while u + 4 <= nodes:  # on lane-wide views: 11% faster than offset indexing here
+            while u + 4 <= nodes:  # on lane-wide views: faster than offset indexing here (development measurement)
                 a, b, c, e = u * lanes, (u + 1) * lanes, (u + 2) * lanes, (u + 3) * lanes
                 _dot4_acc(m, sf[a:a + lanes], gd[a:a + lanes], sf[b:b + lanes], gd[b:b + lanes],
                           sf[c:c + lanes], gd[c:c + lanes], sf[e:e + lanes], gd[e:e + lanes])
@@ -422,7 +422,7 @@ def _agcn_head(feats, batch, f_ptr, f_idx, f_val, f_bias, c_ptr, c_idx, c_val, c
     sample: the classifier densely, its lanes the classes (cls_wt = its weight transposed, zeros
     included); several: CSR over the (padded) batch lanes. No BLAS call: its own thread pool
     would fight numba's for the same cores. (Serial: a function that also holds the parallel
-    calls of `_agcn_head_parallel` costs ~3 us more per call, a tenth of the batch-1 layers.)"""
+    calls of `_agcn_head_parallel` was measurably slower per call in development.)"""
     hidden = np.empty((f_ptr.shape[0] - 1, feats.shape[1]), np.float32)
     _linear(f_ptr, f_idx, f_val, f_bias, feats, hidden)
     hidden = np.maximum(hidden, _ZERO)

@@ -1,9 +1,9 @@
 """The band-stop forward in one compiled pass (float32, CPU): W^ psi and d(W^ psi)/dW^ together.
 
 The torch expression takes 11 elementwise passes over each tensor per step (abs, shift, scale,
-clamp, sigmoid, product; five more in the backward): on the 1M-weight fc layer 4.2 ms of a 27 ms
-training step. Here one vectorised loop writes the output and the derivative (0.95 ms), and the
-backward is one product. psi = (1 + tanh(z)) / 2 with z = s (|w| - a) / 2 and tanh from Eigen's
+clamp, sigmoid, product; five more in the backward). Here one vectorised loop writes the output
+and the derivative, and the backward is one product: 2.3x less time on the 1M-weight fc tensor
+(benchmarks/pmp_parts.py). psi = (1 + tanh(z)) / 2 with z = s (|w| - a) / 2 and tanh from Eigen's
 rational approximation (13/6, exact to a few float32 ulp): unlike math.exp it needs no libm call,
 so numba vectorises it. |z| >= 7.905 gives tanh = +-1 exactly: psi is exactly 0 or 1 there, like
 sigmoid clamped to +-15.8, within float32 precision (sigmoid(15.8) = 1 - 1.4e-7).

@@ -2,8 +2,8 @@
 
 glibc's malloc returns large freed blocks to the kernel (mmap'd blocks at once, the heap top above
 a trim threshold), and the next step touches them again as fresh zero pages: on this project's
-2-core machine about 2,000 page faults per dense step on the FPHA model (4 ms of a 28 ms step) and
-3,000 with PMP's extra temporaries. Raising the mmap and trim thresholds keeps the blocks for reuse
+2-core machine about 2,000 page faults per dense step on the FPHA model (3.8 ms of system time) and
+3,600 with PMP's extra temporaries (7.6 ms; benchmarks/pmp_parts.py). Raising the mmap and trim thresholds keeps the blocks for reuse
 (the resident size stays at the step's peak, which it reaches anyway). The same fix as running
 under jemalloc or tcmalloc, which PyTorch's CPU performance guide recommends, without a preload.
 """
