@@ -168,7 +168,7 @@ def cmd_bench_inference(args: argparse.Namespace) -> int:
     from pmp.export.bench import run_benchmark, summary
 
     result = run_benchmark([float(r) for r in args.rates.split(",")], args.out, repeats=args.repeats,
-                           threads=args.threads)
+                           threads=args.threads, block=args.block)
     print(summary(result, args.out))
     return 0
 
@@ -237,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--rates", default="0.9,0.95,0.98,0.99")
     b.add_argument("--repeats", type=int, default=200, help="timed calls per configuration (medians)")
     b.add_argument("--threads", type=int, help="torch and numba threads (default: the machine's default)")
+    b.add_argument("--block", type=int, default=10,
+                   help="calls in a row per implementation in the steady-state timing (1: call by call)")
     b.add_argument("--out", default="benchmarks/results/inference.json")
     b.set_defaults(func=cmd_bench_inference)
 

@@ -16,7 +16,7 @@ from safetensors.numpy import save_file as save_np
 from safetensors.torch import save_file
 
 from pmp.export import ExportFormatError, export_run, load_sparse, predict, read_compact, save_compact
-from pmp.export.bench import AGCN_DEFAULT, bench_inference, magnitude_prune, run_benchmark
+from pmp.export.bench import AGCN_DEFAULT, _alternating_times, bench_inference, magnitude_prune, run_benchmark
 from pmp.export.format import META_KEY, _decode, _encode, index_sizes
 from pmp.models import create_model
 
@@ -169,10 +169,30 @@ def test_predict_single_and_batch(exported):
 
 def test_bench_inference_reports_sizes_and_speedups(exported):
     path, model = exported[0.99]
-    res = bench_inference(model, load_sparse(path), batch_sizes=(1, 4), repeats=2)
-    assert res["size_ratio"] > 20 and res["sparse_bytes"] == path.stat().st_size
+    res = bench_inference(model, load_sparse(path), batch_sizes=(1, 4), repeats=2, block=3)
+    assert res["size_ratio"] > 20 and res["sparse_bytes"] == path.stat().st_size and res["block"] == 3
+    keys = {"layers_speedup", "model_speedup", "dense_unpruned_share", "sparse_unpruned_share", "sparse_layers_us"}
     for b in ("batch1", "batch4"):
-        assert {"layers_speedup", "model_speedup", "dense_unpruned_share", "sparse_unpruned_share"} <= set(res[b])
+        assert keys <= set(res[b]) and keys <= set(res[b]["interleaved"])
+
+
+@pytest.mark.parametrize("block", [1, 3])
+def test_alternating_times_skips_the_switch_only_in_blocks(block, monkeypatch):
+    """Functions take turns in blocks; a call right after a switch costs 1,000 fake ns, any other
+    1. In blocks, the first call of each is not timed (steady state); call by call, all are."""
+    clock, last = [0], [None]
+
+    def fn(name):
+        def call():
+            clock[0] += 1 if last[0] == name else 1000
+            last[0] = name
+        return call
+
+    monkeypatch.setattr("pmp.export.bench.time.perf_counter_ns", lambda: clock[0])
+    times = _alternating_times({"a": fn("a"), "b": fn("b")}, repeats=5, block=block, warmup=0)
+    assert {k: len(v) for k, v in times.items()} == {"a": 5, "b": 5}
+    expected_us = 0.001 if block > 1 else 1.0
+    assert all(np.all(v == expected_us) for v in times.values())
 
 
 # ---------------------------------------------------------------- rejections

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._simd import WIDTH, add8, div8, exp2i8, floor8, fma8, load8, max8, mul8, splat8, store8, sub8
 from .format import CompactModel, ExportFormatError, SparseTensor, meta_model, read_compact
 
 _JIT = dict(nogil=True, cache=True, fastmath=True, boundscheck=False)
@@ -42,6 +43,8 @@ LANES = 32
 #: columns keep that product in its vectorised regime and its tile in L2. Tiles are also the unit
 #: of multi-threading.
 GROUP = 16
+#: Columns of the sparse products' register blocks (4 vectors); tiles are padded to a multiple.
+BLOCK = 4 * WIDTH
 #: Batches of LANES or more run in the batch-lane layout, LANE_TILE samples per tile: the samples
 #: are the vector lanes of the attention (measured: 1.7x faster than node lanes at batch 64).
 LANE_TILE = 64
@@ -51,24 +54,42 @@ LANE_TILE = 64
 _LOG2E, _LN2_HI, _LN2_LO = np.float32(1.44269504088896341), np.float32(0.693359375), np.float32(-2.12194440e-4)
 _P = tuple(np.float32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
                                     1.6666665459e-1, 5.0000001201e-1))
-_EXP_MIN, _HALF, _ONE, _ZERO = np.float32(-87.0), np.float32(0.5), np.float32(1.0), np.float32(0.0)
+_EXP_MIN, _EXP2_MIN = np.float32(-87.0), np.float32(-126.0)
+_HALF, _ONE, _ZERO = np.float32(0.5), np.float32(1.0), np.float32(0.0)
 # Unsigned steps for kernel loop counters: a signed index costs a negative-index check on every
 # array access (numba wraps x[-1]); with these the fc gather-dot runs ~2.5x faster. (uint64 +
 # a plain int literal would give float64 in numba, hence the typed constants.)
 _U1, _U2, _U3, _U4 = np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4)
 
 
+@numba.njit(inline="always", **_JIT)
+def _relu(x):  # pragma: no cover - compiled
+    """max(x, 0), exactly, without a compare-and-select: numba's max() and conditional
+    expressions kept every loop they were in from vectorising (scalar code, seen in the assembly)."""
+    return _HALF * (x + abs(x))
+
+
+@numba.njit(inline="always", **_JIT)
+def _upper(a, b):  # pragma: no cover - compiled
+    """max(a, b) up to rounding (a few ulp), vectorisable like `_relu`: for the softmax shift,
+    where any value near the maximum does."""
+    return _HALF * ((a + b) + abs(a - b))
+
+
 @numba.njit(**_JIT)
 def _exp_nonpositive(x, out, bits):  # pragma: no cover - compiled
     """out = exp(x) for x <= 0 (softmax after subtracting the max); x and out must not overlap
-    (the vectoriser would fall back to scalar code); `bits` is int32 scratch of the same size."""
+    (the vectoriser would fall back to scalar code); `bits` is int32 scratch of the same size.
+    Below EXP_MIN the result is 0: the exponent is clamped exactly (integer-valued floats) and the
+    value multiplied by (x >= EXP_MIN), no select, so the loop vectorises."""
     p0, p1, p2, p3, p4, p5 = _P
     for i in range(x.shape[0]):
-        v = max(x[i], _EXP_MIN)
+        v = x[i]
         n = np.floor(v * _LOG2E + _HALF)
         r = (v - n * _LN2_HI) - n * _LN2_LO
-        out[i] = (((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5) * r * r + r + _ONE
-        bits[i] = (np.int32(n) + 127) << 23
+        out[i] = ((((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5) * r * r + r + _ONE) * np.float32(v >= _EXP_MIN)
+        e = _relu(n - _EXP2_MIN) + _EXP2_MIN  # n, or -126 below it (2^n stays a normal float)
+        bits[i] = (np.int32(e) + 127) << 23
     pow2 = bits.view(np.float32)
     for i in range(x.shape[0]):
         out[i] *= pow2[i]
@@ -82,77 +103,33 @@ def _axpy4(o, w0, x0, w1, x1, w2, x2, w3, x3):  # pragma: no cover - compiled
 
 
 @numba.njit(inline="always", **_JIT)
-def _dot4_acc(o, a0, b0, a1, b1, a2, b2, a3, b3):  # pragma: no cover - compiled
-    """o += a0 b0 + a1 b1 + a2 b2 + a3 b3, elementwise (vector weights: the batch-lane attention)."""
-    for c in range(o.shape[0]):
-        o[c] += (a0[c] * b0[c] + a1[c] * b1[c]) + (a2[c] * b2[c] + a3[c] * b3[c])
-
-
-@numba.njit(inline="always", **_JIT)
 def _axpy(o, w, x):  # pragma: no cover - compiled
     for c in range(o.shape[0]):
         o[c] += w * x[c]
 
 
-@numba.njit(inline="always", **_JIT)
-def _set1(o, b, w0, x0):  # pragma: no cover - compiled
-    for c in range(o.shape[0]):
-        o[c] = b + w0 * x0[c]
-
-
-@numba.njit(inline="always", **_JIT)
-def _set2(o, b, w0, x0, w1, x1):  # pragma: no cover - compiled
-    for c in range(o.shape[0]):
-        o[c] = b + (w0 * x0[c] + w1 * x1[c])
-
-
-@numba.njit(inline="always", **_JIT)
-def _set3(o, b, w0, x0, w1, x1, w2, x2):  # pragma: no cover - compiled
-    for c in range(o.shape[0]):
-        o[c] = (b + w0 * x0[c]) + (w1 * x1[c] + w2 * x2[c])
-
-
-@numba.njit(inline="always", **_JIT)
-def _set4(o, b, w0, x0, w1, x1, w2, x2, w3, x3):  # pragma: no cover - compiled
-    for c in range(o.shape[0]):
-        o[c] = b + ((w0 * x0[c] + w1 * x1[c]) + (w2 * x2[c] + w3 * x3[c]))
-
-
 @numba.njit(**_JIT)
 def _spmm(ptr, idx, val, bias, x, out):  # pragma: no cover - compiled
-    """out[i, :] = bias[i] + sum_k val[k] * x[idx[k], :] over row i's kept weights (CSR).
-
-    Wide outputs (the 1,344-column batch-lane tiles) write each row's first (up to) four terms in
-    one pass without reading the row: q|k|gc rows keep ~2 weights at 98%, so their cost is the
-    output's memory traffic, which this pass cuts. Narrow ones (one sample: 32 columns) fill and
-    accumulate: there the per-row branching of the first pass cost more than it saved (both
-    measured in development against the previous kernel)."""
-    wide = x.shape[1] >= 256
-    for i in range(ptr.shape[0] - 1):
-        o, b = out[i], bias[i]
-        k, end = ptr[i], ptr[i + 1]
-        if not wide or k == end:
-            o[:] = b
-        elif end - k == _U1:
-            _set1(o, b, val[k], x[idx[k]])
-            continue
-        elif end - k == _U2:
-            _set2(o, b, val[k], x[idx[k]], val[k + _U1], x[idx[k + _U1]])
-            continue
-        elif end - k == _U3:
-            _set3(o, b, val[k], x[idx[k]], val[k + _U1], x[idx[k + _U1]], val[k + _U2], x[idx[k + _U2]])
-            continue
-        else:
-            _set4(o, b, val[k], x[idx[k]], val[k + _U1], x[idx[k + _U1]], val[k + _U2], x[idx[k + _U2]],
-                  val[k + _U3], x[idx[k + _U3]])
-            k += _U4
-        while k + _U4 <= end:
-            _axpy4(o, val[k], x[idx[k]], val[k + _U1], x[idx[k + _U1]], val[k + _U2], x[idx[k + _U2]],
-                   val[k + _U3], x[idx[k + _U3]])
-            k += _U4
-        while k < end:
-            _axpy(o, val[k], x[idx[k]])
-            k += _U1
+    """out[i, :] = bias[i] + sum_k val[k] * x[idx[k], :] over row i's kept weights (CSR), for x
+    and out with a multiple of BLOCK columns: per block of columns, each output row is built in
+    four vector registers and stored once, each kept weight one broadcast and four fused
+    multiply-adds on a row slice of x that stays in L1 for the whole block."""
+    width, rows = x.shape[1], ptr.shape[0] - 1
+    if width % BLOCK or out.shape[1] != width:
+        raise ValueError("_spmm: x and out need the same number of columns, a multiple of BLOCK")
+    xf, of = x.reshape(-1), out.reshape(-1)
+    for c in range(0, width, BLOCK):
+        for i in range(rows):
+            a0 = a1 = a2 = a3 = splat8(bias[i])
+            for k in range(ptr[i], ptr[i + 1]):
+                w, r = splat8(val[k]), idx[k] * width + c
+                a0, a1 = fma8(w, load8(xf, r), a0), fma8(w, load8(xf, r + WIDTH), a1)
+                a2, a3 = fma8(w, load8(xf, r + 2 * WIDTH), a2), fma8(w, load8(xf, r + 3 * WIDTH), a3)
+            o = i * width + c
+            store8(of, o, a0)
+            store8(of, o + WIDTH, a1)
+            store8(of, o + 2 * WIDTH, a2)
+            store8(of, o + 3 * WIDTH, a3)
 
 
 @numba.njit(**_JIT)
@@ -233,10 +210,10 @@ def _softmax_columns(s, ex, tot, bits):  # pragma: no cover - compiled
     """Softmax over the rows of s (nodes u) for every lane, unnormalised: s becomes exp(s - max)
     and tot the lanes' sums. `ex` is scratch shaped like s, `bits` int32 of s.size."""
     nodes, lanes = s.shape
-    tot[:] = s[0]  # the max over u, first
+    tot[:] = s[0]  # the max over u (up to rounding), first
     for u in range(1, nodes):
         for c in range(lanes):
-            tot[c] = max(tot[c], s[u, c])
+            tot[c] = _upper(tot[c], s[u, c])
     for u in range(nodes):
         for c in range(lanes):
             ex[u, c] = s[u, c] - tot[c]
@@ -267,14 +244,14 @@ def _attend(qkv, col, heads, adim, gdim, scale, shift, feats, b, scratch, bits):
             inv = _ONE / tot[v]
             for d in range(gdim):
                 j = (v * heads + h) * gdim + d
-                feats[j, b] = max(mix[d, v] * inv * scale[j] + shift[j], _ZERO)
+                feats[j, b] = _relu(mix[d, v] * inv * scale[j] + shift[j])
 
 
 @numba.njit(**_JIT)
 def _tile_width(group, nodes):  # pragma: no cover - compiled
     """Columns of a tile: `group` samples' nodes side by side, plus padding so that the last
-    sample's LANES lanes stay inside the tile."""
-    return group * nodes + -(-nodes // LANES) * LANES - nodes
+    sample's LANES lanes stay inside the tile, rounded up to whole BLOCKs (for `_spmm`)."""
+    return -(-(group * nodes + -(-nodes // LANES) * LANES - nodes) // BLOCK) * BLOCK
 
 
 @numba.njit(**_JIT)
@@ -296,17 +273,17 @@ def _features_tile(x, t, group, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias,
 
 
 @numba.njit(**_JIT)
-def _node_signals_lanes(x, b0, count, lanes, scale, shift, out, t0, t1):  # pragma: no cover - compiled
-    """Frames t0..t1 of samples b0..b0+count of x as node trajectories, the samples as lanes:
-    out[t*C + c, v*lanes + s] (lanes past `count` are left as they are). A transpose, done 8
-    samples at a time: 8 sequential read streams and contiguous writes (faster, in development
-    measurements, than one sample or one lane at a time)."""
+def _node_signals_lanes(x, b0, count, scale, shift, out, t0, t1):  # pragma: no cover - compiled
+    """Frames t0..t1 of samples b0..b0+count of x as node trajectories, the samples as lanes in
+    chunks of WIDTH: out[t*C + c, (s // WIDTH) V WIDTH + v WIDTH + s % WIDTH] (lanes past `count` are
+    left as they are). A transpose, one chunk at a time: WIDTH sequential read streams and
+    contiguous writes."""
     _, frames, nodes, chans = x.shape
-    for g in range(0, count, 8):
-        n = min(8, count - g)
+    for g in range(0, count, WIDTH):
+        n = min(WIDTH, count - g)
         for t in range(t0, t1):
             for v in range(nodes):
-                col = v * lanes + g
+                col = g * nodes + v * WIDTH
                 for c in range(chans):
                     d = t * chans + c
                     sc, sh, row = scale[d, v], shift[d, v], out[d]
@@ -315,81 +292,105 @@ def _node_signals_lanes(x, b0, count, lanes, scale, shift, out, t0, t1):  # prag
 
 
 @numba.njit(parallel=True, **_JIT)
-def _node_signals_lanes_parallel(x, b0, count, lanes, scale, shift, out, threads):  # pragma: no cover
+def _node_signals_lanes_parallel(x, b0, count, scale, shift, out, threads):  # pragma: no cover
     """`_node_signals_lanes` with the frames split over the threads (each writes its own rows)."""
     frames = x.shape[1]
     for b in numba.prange(threads):
-        _node_signals_lanes(x, b0, count, lanes, scale, shift, out, frames * b // threads,
+        _node_signals_lanes(x, b0, count, scale, shift, out, frames * b // threads,
                             frames * (b + 1) // threads)
 
 
+@numba.njit(inline="always", **_JIT)
+def _exp8(v):  # pragma: no cover - compiled
+    """exp(v) for v <= 0 on a vector, the same Cephes scheme as `_exp_nonpositive`, in registers."""
+    p0, p1, p2, p3, p4, p5 = _P
+    v = max8(v, splat8(_EXP_MIN))
+    n = floor8(fma8(v, splat8(_LOG2E), splat8(_HALF)))
+    r = fma8(n, splat8(-_LN2_LO), fma8(n, splat8(-_LN2_HI), v))
+    y = fma8(fma8(fma8(fma8(fma8(splat8(p0), r, splat8(p1)), r, splat8(p2)), r, splat8(p3)), r, splat8(p4)), r,
+             splat8(p5))
+    return mul8(fma8(mul8(y, r), r, add8(r, splat8(_ONE))), exp2i8(n))
+
+
 @numba.njit(**_JIT)
-def _attend_lanes(qkv, h, count, nodes, heads, adim, gdim, scale, shift, feats, b0, scratch, bits):  # pragma: no cover
-    """Head h's attention for a tile of L samples laid out (row, v * L + sample): the samples are
-    the vector lanes, so every inner loop is L wide whatever V is (no padded node lanes). For each
-    attending node v: scores s[u] = k_u . q_v, softmax over u, the mixture of the gc features,
-    gc BatchNorm + ReLU into feats[:, b0:b0 + count]. `scratch` is (2 V + gc_dim + 1, L) float32,
-    `bits` V * L int32. L is read from `scratch` at run time: with a compile-time trip count LLVM
-    unrolls the lane loops into scalar code instead of vectorising them (seen in the assembly)."""
-    lanes = scratch.shape[1]
-    width = nodes * lanes
-    s, ex, mix, tot = scratch[:nodes], scratch[nodes:2 * nodes], scratch[2 * nodes:2 * nodes + gdim], scratch[-1]
-    sf = s.reshape(-1)
-    q0, k0, g0 = h * adim, (heads + h) * adim, 2 * heads * adim + h * gdim
+def _gemm_lanes(a, a0, ats, ais, b, b0, bts, bjs, n, m, p, out, o0, ois, ojs, scale, shift, sis, sjs,
+                relu):  # pragma: no cover - compiled
+    """Eight independent small products at once, one per vector lane: for i < m, j < p,
+    out[o0 + i ois + j ojs] = act(scale[.] * sum_t a[a0 + t ats + i ais] b[b0 + t bts + j bjs] + shift[.])
+    over t < n, every term a vector of 8 lanes (offsets in floats of the flat arrays; scale and
+    shift at i sis + j sjs; act = ReLU if relu). Blocks of 4 i x 3 j keep 12 accumulators in
+    registers: 7 loads feed 12 fused multiply-adds (edge blocks repeat their last row/column)."""
+    for j0 in range(0, p, 3):
+        j1, j2 = min(j0 + 1, p - 1), min(j0 + 2, p - 1)
+        for i0 in range(0, m, 4):
+            i1, i2, i3 = min(i0 + 1, m - 1), min(i0 + 2, m - 1), min(i0 + 3, m - 1)
+            x0, x1, x2, x3 = a0 + i0 * ais, a0 + i1 * ais, a0 + i2 * ais, a0 + i3 * ais
+            y0, y1, y2 = b0 + j0 * bjs, b0 + j1 * bjs, b0 + j2 * bjs
+            c00 = c01 = c02 = c10 = c11 = c12 = c20 = c21 = c22 = c30 = c31 = c32 = splat8(_ZERO)
+            for t in range(n):
+                ta, tb = t * ats, t * bts
+                k0, k1, k2, k3 = load8(a, x0 + ta), load8(a, x1 + ta), load8(a, x2 + ta), load8(a, x3 + ta)
+                q0, q1, q2 = load8(b, y0 + tb), load8(b, y1 + tb), load8(b, y2 + tb)
+                c00, c01, c02 = fma8(k0, q0, c00), fma8(k0, q1, c01), fma8(k0, q2, c02)
+                c10, c11, c12 = fma8(k1, q0, c10), fma8(k1, q1, c11), fma8(k1, q2, c12)
+                c20, c21, c22 = fma8(k2, q0, c20), fma8(k2, q1, c21), fma8(k2, q2, c22)
+                c30, c31, c32 = fma8(k3, q0, c30), fma8(k3, q1, c31), fma8(k3, q2, c32)
+            for i, j, c in ((i0, j0, c00), (i0, j1, c01), (i0, j2, c02), (i1, j0, c10), (i1, j1, c11), (i1, j2, c12),
+                            (i2, j0, c20), (i2, j1, c21), (i2, j2, c22), (i3, j0, c30), (i3, j1, c31), (i3, j2, c32)):
+                e = i * sis + j * sjs
+                y = fma8(c, splat8(scale[e]), splat8(shift[e]))
+                store8(out, o0 + i * ois + j * ojs, max8(y, splat8(_ZERO)) if relu else y)
+
+
+@numba.njit(**_JIT)
+def _softmax8(s, nodes):  # pragma: no cover - compiled
+    """In place, for every v: s[v, u, :] = softmax over u of s[v, u, :], lane by lane; s is flat
+    (v, u, 8 lanes)."""
+    row = nodes * WIDTH
     for v in range(nodes):
-        qv = v * lanes
-        # s[u, :] = sum_d k[d, u, :] q[d, v, :], four d per pass over s
-        sf[:] = _ZERO
-        d = 0
-        while d + 4 <= adim:
-            ka, kb, kc, kd = qkv[k0 + d], qkv[k0 + d + 1], qkv[k0 + d + 2], qkv[k0 + d + 3]
-            qa, qb = qkv[q0 + d, qv:qv + lanes], qkv[q0 + d + 1, qv:qv + lanes]
-            qc, qd = qkv[q0 + d + 2, qv:qv + lanes], qkv[q0 + d + 3, qv:qv + lanes]
-            for u in range(nodes):
-                ku = u * lanes
-                for c in range(lanes):
-                    i = ku + c
-                    sf[i] += (ka[i] * qa[c] + kb[i] * qb[c]) + (kc[i] * qc[c] + kd[i] * qd[c])
-            d += 4
-        while d < adim:
-            ka, qa = qkv[k0 + d], qkv[q0 + d, qv:qv + lanes]
-            for u in range(nodes):
-                ku = u * lanes
-                for c in range(lanes):
-                    sf[ku + c] += ka[ku + c] * qa[c]
-            d += 1
-        _softmax_columns(s, ex, tot, bits)
-        for c in range(lanes):
-            tot[c] = _ONE / tot[c]
-        for d in range(gdim):  # mix[d] = sum_u s[u] g[d, u], four u per pass over mix[d]
-            m, gd = mix[d], qkv[g0 + d, :width]
-            m[:] = _ZERO
-            u = 0
-            while u + 4 <= nodes:  # on lane-wide views: faster than offset indexing here (development measurement)
-                a, b, c, e = u * lanes, (u + 1) * lanes, (u + 2) * lanes, (u + 3) * lanes
-                _dot4_acc(m, sf[a:a + lanes], gd[a:a + lanes], sf[b:b + lanes], gd[b:b + lanes],
-                          sf[c:c + lanes], gd[c:c + lanes], sf[e:e + lanes], gd[e:e + lanes])
-                u += 4
-            while u < nodes:
-                a = u * lanes
-                sa, ga = sf[a:a + lanes], gd[a:a + lanes]
-                for c in range(lanes):
-                    m[c] += sa[c] * ga[c]
-                u += 1
-            j = (v * heads + h) * gdim + d
-            sc, sh, out = scale[j], shift[j], feats[j]
-            for c in range(count):
-                out[b0 + c] = max(m[c] * tot[c] * sc + sh, _ZERO)
+        base = v * row
+        top = load8(s, base)
+        for u in range(1, nodes):
+            top = max8(top, load8(s, base + u * WIDTH))
+        tot = splat8(_ZERO)
+        for u in range(nodes):
+            e = _exp8(sub8(load8(s, base + u * WIDTH), top))
+            store8(s, base + u * WIDTH, e)
+            tot = add8(tot, e)
+        inv = div8(splat8(_ONE), tot)
+        for u in range(nodes):
+            store8(s, base + u * WIDTH, mul8(load8(s, base + u * WIDTH), inv))
+
+
+@numba.njit(**_JIT)
+def _attend_lanes(qkv, h, chunks, nodes, heads, adim, gdim, scale, shift, feats, b0, probs, unit):  # pragma: no cover
+    """Head h's attention for a batch-lane tile: the samples are the vector lanes, 8 per chunk,
+    columns laid out (chunk, v, lane), so each chunk's q, k and gc rows are 8-float vectors per
+    node. Per chunk: scores s[v, u] = k_u . q_v as lane-wise products (`_gemm_lanes`), softmax over
+    u (`_softmax8`), the mixture m[d, v] = sum_u g[d, u] s[v, u], and gc BatchNorm + ReLU into
+    feats[(v heads + h) gdim + d, b0 + chunk*8 + lane]. `probs` is V*V*8 float32 scratch; `unit`
+    holds (1, 0), the identity affine of the scores."""
+    width, fw = qkv.shape[1], feats.shape[1]
+    q_row, k_row, g_row = h * adim * width, (heads + h) * adim * width, (2 * heads * adim + h * gdim) * width
+    flat, out = qkv.reshape(-1), feats.reshape(-1)
+    step = nodes * WIDTH
+    for ch in range(chunks):
+        col = ch * step
+        _gemm_lanes(flat, k_row + col, width, WIDTH, flat, q_row + col, width, WIDTH, adim, nodes, nodes,
+                    probs, 0, WIDTH, step, unit[:1], unit[1:], 0, 0, False)
+        _softmax8(probs, nodes)
+        _gemm_lanes(flat, g_row + col, WIDTH, width, probs, 0, WIDTH, step, nodes, gdim, nodes,
+                    out, (h * gdim) * fw + b0 + ch * WIDTH, fw, heads * gdim * fw, scale[h * gdim:], shift[h * gdim:], 1,
+                    heads * gdim, True)
 
 
 @numba.njit(parallel=True, **_JIT)
 def _attend_heads_parallel(qkv, count, nodes, heads, adim, gdim, scale, shift, feats, b0):  # pragma: no cover
     """`_attend_lanes` for every head, heads spread over numba's threads (each writes its own rows)."""
-    lanes = qkv.shape[1] // nodes
+    unit = np.array([1.0, 0.0], np.float32)
     for h in numba.prange(heads):
-        scratch = np.empty((2 * nodes + gdim + 1, lanes), np.float32)
-        bits = np.empty(nodes * lanes, np.int32)
-        _attend_lanes(qkv, h, count, nodes, heads, adim, gdim, scale, shift, feats, b0, scratch, bits)
+        probs = np.empty(nodes * nodes * WIDTH, np.float32)
+        _attend_lanes(qkv, h, -(-count // WIDTH), nodes, heads, adim, gdim, scale, shift, feats, b0, probs, unit)
 
 
 @numba.njit(**_JIT)
@@ -402,7 +403,7 @@ def _features_lanes(x, threads, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias,
     qkv = np.empty((q_ptr.shape[0] - 1, xs.shape[1]), np.float32)
     for b0 in range(0, x.shape[0], LANE_TILE):
         count = min(LANE_TILE, x.shape[0] - b0)
-        _node_signals_lanes_parallel(x, b0, count, LANE_TILE, in_scale, in_shift, xs, threads)
+        _node_signals_lanes_parallel(x, b0, count, in_scale, in_shift, xs, threads)
         _linear_rows_parallel(q_ptr, q_idx, q_val, q_bias, xs, qkv, threads)
         _attend_heads_parallel(qkv, count, nodes, heads, adim, gdim, gc_scale, gc_shift, feats, b0)
 
@@ -455,7 +456,7 @@ def _agcn_tiles(x, in_scale, in_shift):  # pragma: no cover - compiled
         tiles = np.zeros((-(-batch // LANE_TILE), frames * chans, nodes * LANE_TILE), np.float32)
         for t in range(tiles.shape[0]):
             b0 = t * LANE_TILE
-            _node_signals_lanes(x, b0, min(LANE_TILE, batch - b0), LANE_TILE, in_scale, in_shift, tiles[t], 0, frames)
+            _node_signals_lanes(x, b0, min(LANE_TILE, batch - b0), in_scale, in_shift, tiles[t], 0, frames)
         return tiles
     group = min(batch, GROUP)
     tiles = np.zeros((-(-batch // group), frames * chans, _tile_width(group, nodes)), np.float32)
