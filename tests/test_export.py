@@ -16,7 +16,8 @@ from safetensors.numpy import save_file as save_np
 from safetensors.torch import save_file
 
 from pmp.export import ExportFormatError, export_run, load_sparse, predict, read_compact, save_compact
-from pmp.export.bench import AGCN_DEFAULT, _alternating_times, bench_inference, magnitude_prune, run_benchmark
+from pmp.export import sparse
+from pmp.export.bench import AGCN_DEFAULT, _alternating_times, _layer_inputs, bench_inference, magnitude_prune, run_benchmark
 from pmp.export.format import META_KEY, _decode, _encode, index_sizes
 from pmp.models import create_model
 
@@ -174,6 +175,37 @@ def test_bench_inference_reports_sizes_and_speedups(exported):
     keys = {"layers_speedup", "model_speedup", "dense_unpruned_share", "sparse_unpruned_share", "sparse_layers_us"}
     for b in ("batch1", "batch4"):
         assert keys <= set(res[b]) and keys <= set(res[b]["interleaved"])
+
+
+def _tile_column(batch: int, sample: int, node: int, nodes: int) -> tuple[int, int]:
+    """(tile, column) of a sample's node in the runtime's q|k|gc tiles: node lanes (GROUP samples
+    per tile, side by side) below LANES samples, else batch lanes ((chunk, node, lane), LANE_TILE
+    samples per tile)."""
+    if batch < sparse.LANES:
+        group = min(batch, sparse.GROUP)
+        return sample // group, (sample % group) * nodes + node
+    s = sample % sparse.LANE_TILE
+    return sample // sparse.LANE_TILE, (s // sparse.WIDTH) * nodes * sparse.WIDTH + node * sparse.WIDTH + s % sparse.WIDTH
+
+
+@pytest.mark.parametrize("batch", [1, 20, 64])
+def test_benchmarked_sparse_layers_compute_the_dense_layers(exported, batch):
+    """What `pmp bench-inference` times as the pruned layers is those layers' real output."""
+    path, model = exported[0.9]
+    module = load_sparse(path)
+    layers = [model.query, model.key, model.gc, model.fc]
+    x = torch.randn(batch, *module.input_shape, generator=torch.Generator().manual_seed(3))
+    dense_in = _layer_inputs(model, layers, x)
+    with torch.no_grad():
+        q, k, g, fc = (m(i).numpy() for m, i in zip(layers, dense_in))
+    qkv, out = module.pruned_layers(*module.layer_inputs(x.numpy()))
+    np.testing.assert_allclose(out[:, :batch].T, fc, rtol=1e-5, atol=1e-5)
+    nodes, adim = module.input_shape[1], module.adim
+    expected = np.concatenate([q / np.sqrt(adim), k, g], axis=2)  # the query rows carry 1/sqrt(d)
+    for sample in range(batch):
+        for node in range(nodes):
+            tile, col = _tile_column(batch, sample, node, nodes)
+            np.testing.assert_allclose(qkv[tile][:, col], expected[sample, node], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("block", [1, 3])

@@ -472,29 +472,25 @@ def _qkv_tiles_parallel(tiles, q_ptr, q_idx, q_val, q_bias, qkv):  # pragma: no 
 
 
 @numba.njit(**_JIT)
-def _agcn_pruned_layers(tiles, q_ptr, q_idx, q_val, q_bias, feats, f_ptr, f_idx, f_val, f_bias):  # pragma: no cover
-    """The pruned layers alone, as the forward pass runs them for one tile: q|k|gc, then fc."""
-    qkv = np.empty((tiles.shape[0], q_ptr.shape[0] - 1, tiles.shape[2]), np.float32)
-    out = np.empty((f_ptr.shape[0] - 1, feats.shape[1]), np.float32)
+def _agcn_pruned_layers(tiles, q_ptr, q_idx, q_val, q_bias, feats, f_ptr, f_idx, f_val, f_bias, qkv,
+                        out):  # pragma: no cover - compiled
+    """The pruned layers alone, as the forward pass runs them for one tile: q|k|gc, then fc, into
+    qkv and out (given: arrays returned from compiled code cost more to box than the layers' work)."""
     _spmm(q_ptr, q_idx, q_val, q_bias, tiles[0], qkv[0])
     _linear(f_ptr, f_idx, f_val, f_bias, feats, out)
-    return qkv, out
 
 
 @numba.njit(**_JIT)
 def _agcn_pruned_layers_parallel(tiles, lane_layout, threads, q_ptr, q_idx, q_val, q_bias, feats, f_ptr, f_idx,
-                                 f_val, f_bias):  # pragma: no cover - compiled
+                                 f_val, f_bias, qkv, out):  # pragma: no cover - compiled
     """The same for several tiles, threaded as the forward pass threads them: batch-lane tiles
     (batch >= LANES) and fc in row blocks, node-lane tiles (GROUP < batch < LANES) whole."""
-    qkv = np.empty((tiles.shape[0], q_ptr.shape[0] - 1, tiles.shape[2]), np.float32)
-    out = np.empty((f_ptr.shape[0] - 1, feats.shape[1]), np.float32)
     if lane_layout:
         for t in range(tiles.shape[0]):
             _linear_rows_parallel(q_ptr, q_idx, q_val, q_bias, tiles[t], qkv[t], threads)
     else:
         _qkv_tiles_parallel(tiles, q_ptr, q_idx, q_val, q_bias, qkv)
     _linear_rows_parallel(f_ptr, f_idx, f_val, f_bias, feats, out, threads)
-    return qkv, out
 
 
 @dataclass(frozen=True)
@@ -592,10 +588,14 @@ class SparseAttentionGCN(nn.Module):
     def pruned_layers(self, tiles: np.ndarray, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Only the sparse layers, on `layer_inputs(x)`: q|k|gc per tile, and fc."""
         lane_layout = tiles.shape[2] == self.input_shape[1] * LANE_TILE  # node-lane tiles are narrower
+        qkv = np.empty((len(tiles), len(self.qkv_bias), tiles.shape[2]), np.float32)
+        out = np.empty((len(self.fc_bias), feats.shape[1]), np.float32)
         if len(tiles) == 1 and not lane_layout:  # batch <= GROUP: one tile, serial, as in `run`
-            return _agcn_pruned_layers(tiles, *self.qkv.arrays, self.qkv_bias, feats, *self.fc.arrays, self.fc_bias)
-        return _agcn_pruned_layers_parallel(tiles, lane_layout, numba.get_num_threads(), *self.qkv.arrays,
-                                            self.qkv_bias, feats, *self.fc.arrays, self.fc_bias)
+            _agcn_pruned_layers(tiles, *self.qkv.arrays, self.qkv_bias, feats, *self.fc.arrays, self.fc_bias, qkv, out)
+        else:
+            _agcn_pruned_layers_parallel(tiles, lane_layout, numba.get_num_threads(), *self.qkv.arrays,
+                                         self.qkv_bias, feats, *self.fc.arrays, self.fc_bias, qkv, out)
+        return qkv, out
 
 
 #: Sparse runtimes by model name (the `model` field of the config).
