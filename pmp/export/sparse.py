@@ -546,14 +546,18 @@ class SparseAttentionGCN(nn.Module):
         self.fc, self.fc_bias = CSR.stack([(compact.kept("fc.weight"), 1.0)]), d["fc.bias"]
         self.cls, self.cls_b = CSR.stack([(compact.kept("classifier.weight"), 1.0)]), d["classifier.bias"]
         self.cls_wt = np.ascontiguousarray(compact.kept("classifier.weight").dense().T)  # pruned or not
+        # kernel arguments, built once: at batch 1 the Python side of a call is a sizeable share
+        self._front = (self.in_scale, self.in_shift, *self.qkv.arrays, self.qkv_bias, self.heads, self.adim, self.gdim,
+                       self.gc_scale, self.gc_shift)
+        self._fc = (*self.fc.arrays, self.fc_bias)
+        self._qkv = (*self.qkv.arrays, self.qkv_bias)
         self.eval()
 
     def _features(self, x: np.ndarray) -> np.ndarray:
         """(V*heads*gc_dim, width) fc inputs; width = 1 or the batch padded to LANES (for `_spmm`)."""
         batch = len(x)
         feats = np.zeros((len(self.gc_scale), 1 if batch == 1 else -(-batch // LANES) * LANES), np.float32)
-        args = (self.in_scale, self.in_shift, *self.qkv.arrays, self.qkv_bias, self.heads, self.adim, self.gdim,
-                self.gc_scale, self.gc_shift, feats)
+        args = (*self._front, feats)
         if batch <= GROUP:  # one tile: skip the threads' start-up and barrier
             _features_tile(x, 0, batch, *args)
         elif batch < LANES:
@@ -572,10 +576,9 @@ class SparseAttentionGCN(nn.Module):
         """Logits (B, classes) for x (B, T, V, C) float32."""
         x = self._checked(x)
         if len(x) <= GROUP:
-            return _agcn_head(self._features(x), len(x), *self.fc.arrays, self.fc_bias, *self.cls.arrays, self.cls_wt,
-                              self.cls_b)
-        return _agcn_head_parallel(self._features(x), len(x), numba.get_num_threads(), *self.fc.arrays, self.fc_bias,
-                                   *self.cls.arrays, self.cls_b)
+            return _agcn_head(self._features(x), len(x), *self._fc, *self.cls.arrays, self.cls_wt, self.cls_b)
+        return _agcn_head_parallel(self._features(x), len(x), numba.get_num_threads(), *self._fc, *self.cls.arrays,
+                                   self.cls_b)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.run(x.detach().cpu().numpy()))
@@ -591,10 +594,10 @@ class SparseAttentionGCN(nn.Module):
         qkv = np.empty((len(tiles), len(self.qkv_bias), tiles.shape[2]), np.float32)
         out = np.empty((len(self.fc_bias), feats.shape[1]), np.float32)
         if len(tiles) == 1 and not lane_layout:  # batch <= GROUP: one tile, serial, as in `run`
-            _agcn_pruned_layers(tiles, *self.qkv.arrays, self.qkv_bias, feats, *self.fc.arrays, self.fc_bias, qkv, out)
+            _agcn_pruned_layers(tiles, *self._qkv, feats, *self._fc, qkv, out)
         else:
-            _agcn_pruned_layers_parallel(tiles, lane_layout, numba.get_num_threads(), *self.qkv.arrays,
-                                         self.qkv_bias, feats, *self.fc.arrays, self.fc_bias, qkv, out)
+            _agcn_pruned_layers_parallel(tiles, lane_layout, numba.get_num_threads(), *self._qkv, feats, *self._fc, qkv,
+                                         out)
         return qkv, out
 
 
