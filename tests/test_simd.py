@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pmp.export import sparse
-from pmp.export._simd import add8, div8, exp2i8, floor8, fma8, load8, max8, mul8, splat8, store8, sub8
+from pmp.export._simd import add8, div8, exp2i8, floor8, fma8, hsum8, load8, max8, mul8, splat8, store8, sub8, vec8
 
 
 @numba.njit
@@ -35,6 +35,21 @@ def test_vector_ops_match_numpy():
     for k, e in enumerate(expected):
         np.testing.assert_allclose(out[8 * k:8 * k + 8], e.astype(np.float32), rtol=1e-6, atol=1e-6)
     assert np.isnan(out[64:]).all()  # nothing written past the last vector
+
+
+@numba.njit
+def _gather_sum(x, out):
+    v = vec8(x[7], x[0], x[3], x[3], x[1], x[6], x[2], x[5])
+    store8(out, 0, v)
+    return hsum8(v)
+
+
+def test_vec8_places_scalars_in_order_and_hsum8_adds_them():
+    x = np.arange(1, 9, dtype=np.float32) ** 2
+    out = np.empty(8, np.float32)
+    total = _gather_sum(x, out)
+    np.testing.assert_array_equal(out, x[[7, 0, 3, 3, 1, 6, 2, 5]])
+    assert total == pytest.approx(float(out.sum()), rel=1e-6)
 
 
 @numba.njit
@@ -97,6 +112,19 @@ def test_spmm_matches_dense_product(rows, cols, blocks, density, seed):
     out = np.full((rows, x.shape[1]), np.nan, np.float32)
     sparse._spmm(ptr, idx, w[w != 0], bias, x, out)
     np.testing.assert_allclose(out, w @ x + bias[:, None], rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(rows=st.integers(1, 30), cols=st.integers(1, 300), density=st.floats(0, 1), seed=st.integers(0, 99))
+def test_spmv_matches_dense_product(rows, cols, density, seed):
+    """Rows of any length: whole groups of 8 kept weights, the remainder, and empty rows."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(rows, cols)).astype(np.float32) * (rng.random((rows, cols)) < density)
+    x, bias = rng.normal(size=cols).astype(np.float32), rng.normal(size=rows).astype(np.float32)
+    ptr = np.concatenate([[0], np.cumsum((w != 0).sum(1))]).astype(np.uint64)
+    out = np.full(rows, np.nan, np.float32)
+    sparse._spmv(ptr, np.nonzero(w)[1].astype(np.uint16), w[w != 0], bias, x, out)
+    np.testing.assert_allclose(out, w @ x + bias, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("nodes", [1, 5, 21])

@@ -153,3 +153,34 @@ def exp2i8(typingctx, n):
         return builder.bitcast(i, _VEC)
 
     return f32x8(n), codegen
+
+
+@intrinsic
+def vec8(typingctx, a0, a1, a2, a3, a4, a5, a6, a7):
+    """A vector of 8 float32 scalars: how a kernel gathers scattered values (AVX2's gather
+    instruction is slower than separate loads on this CPU, and LLVM does not emit it here)."""
+    if not all(a == types.float32 for a in (a0, a1, a2, a3, a4, a5, a6, a7)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = ir.Constant(_VEC, ir.Undefined)
+        for i, a in enumerate(args):
+            v = builder.insert_element(v, a, ir.Constant(ir.IntType(32), i))
+        return v
+
+    return f32x8(a0, a1, a2, a3, a4, a5, a6, a7), codegen
+
+
+@intrinsic
+def hsum8(typingctx, a):
+    """The sum of the 8 lanes, as a float32 scalar (in any order)."""
+    if a != f32x8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        total = _llvm_call(builder, "llvm.vector.reduce.fadd.v8f32", [ir.Constant(ir.FloatType(), 0.0), args[0]],
+                           ret=ir.FloatType())
+        total.fastmath.add("reassoc")
+        return total
+
+    return types.float32(a), codegen

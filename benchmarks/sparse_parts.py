@@ -1,0 +1,130 @@
+"""Where the sparse runtime's time goes (default agcn, r = 0.98, random weights pruned by magnitude).
+
+- batch 64: each stage of the forward pass on its own (layout transpose, q|k|gc, attention, fc +
+  classifier) and the whole call, with numba's default threads; the attention's rate in vector
+  fused multiply-adds per second against this core's peak (a register-only loop of 12
+  independent FMA chains, one thread);
+- batch 1: the q|k|gc product, fc's gather-dot (ns per kept weight) and the cost of a bare call
+  from Python into compiled code with the same arguments.
+
+Stages are timed in alternating blocks of 10 calls (first of each not timed), medians.
+
+    python benchmarks/sparse_parts.py      # writes benchmarks/results/sparse_parts.json (~30 s)
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+import torch
+
+from pmp.export import sparse as S
+from pmp.export._simd import add8, fma8, load8, splat8, store8
+from pmp.export.bench import AGCN_DEFAULT, _alternating_times, _machine, magnitude_prune, with_random_batchnorm
+from pmp.export.format import save_compact
+from pmp.models import create_model
+
+OUT = Path(__file__).parent / "results" / "sparse_parts.json"
+RATE = 0.98
+
+
+@numba.njit(fastmath=True)
+def _fma_peak(n, x):  # pragma: no cover - compiled
+    y, z = load8(x, 0), load8(x, 8)
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = a9 = a10 = a11 = splat8(np.float32(0))
+    for _ in range(n):
+        a0, a1, a2, a3 = fma8(y, z, a0), fma8(y, z, a1), fma8(y, z, a2), fma8(y, z, a3)
+        a4, a5, a6, a7 = fma8(y, z, a4), fma8(y, z, a5), fma8(y, z, a6), fma8(y, z, a7)
+        a8, a9, a10, a11 = fma8(y, z, a8), fma8(y, z, a9), fma8(y, z, a10), fma8(y, z, a11)
+    s = add8(add8(add8(a0, a1), add8(a2, a3)), add8(add8(a4, a5), add8(a6, a7)))
+    store8(x, 16, add8(s, add8(add8(a8, a9), add8(a10, a11))))
+
+
+@numba.njit
+def _bare(*args):  # pragma: no cover - compiled
+    return 0
+
+
+def fma_peak() -> float:
+    """Vector FMAs per second, one thread, median of 5."""
+    x = np.full(32, 1e-3, np.float32)
+    n = 20_000_000
+    _fma_peak(10, x)
+    rates = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        _fma_peak(n, x)
+        rates.append(12 * n / (time.perf_counter() - t0))
+    return float(np.median(rates))
+
+
+def _median_us(fns: dict, repeats: int = 300) -> dict[str, float]:
+    return {k: round(float(np.median(v)), 2) for k, v in _alternating_times(fns, repeats, block=10).items()}
+
+
+def main() -> None:
+    start = time.perf_counter()
+    torch.manual_seed(0)
+    model = with_random_batchnorm(create_model("agcn", **AGCN_DEFAULT).eval())
+    masks = magnitude_prune(model, RATE)
+    with tempfile.TemporaryDirectory() as tmp:
+        mod = S.load_sparse(save_compact(model, {"model": "agcn", "kwargs": AGCN_DEFAULT}, masks, Path(tmp) / "m.pmp"))
+    frames, nodes, chans = mod.input_shape
+    heads, adim, gdim = mod.heads, mod.adim, mod.gdim
+    threads = numba.get_num_threads()
+    rng = np.random.default_rng(0)
+    result: dict = {"rate": RATE, "qkv_kept": int(mod.qkv.val.size), "fc_kept": int(mod.fc.val.size)}
+
+    # batch 64: the stages of `run`, on buffers shaped as it makes them
+    x = rng.normal(size=(64, frames, nodes, chans)).astype(np.float32)
+    xs = np.zeros((frames * chans, nodes * S.LANE_TILE), np.float32)
+    qkv = np.empty((len(mod.qkv_bias), xs.shape[1]), np.float32)
+    feats = np.zeros((len(mod.gc_scale), 64), np.float32)
+    S._node_signals_lanes_parallel(x, 0, 64, mod.in_scale, mod.in_shift, xs, threads)
+    S._linear_rows_parallel(*mod._qkv, xs, qkv, threads)
+    stages = _median_us({
+        "layout_transpose": lambda: S._node_signals_lanes_parallel(x, 0, 64, mod.in_scale, mod.in_shift, xs, threads),
+        "qkv": lambda: S._linear_rows_parallel(*mod._qkv, xs, qkv, threads),
+        "attention": lambda: S._attend_heads_parallel(qkv, 64, nodes, heads, adim, gdim, mod.gc_scale, mod.gc_shift,
+                                                      feats, 0),
+        "fc_classifier": lambda: S._agcn_head_parallel(feats, 64, threads, *mod._fc, *mod.cls.arrays, mod.cls_b),
+        "whole_call": lambda: mod.run(x),
+    })
+    # scores and mixing: per head, 8-sample chunk: 2 products of V x V x d, 8 lanes per vector FMA
+    attn_fmas = heads * 8 * (nodes * nodes * adim + gdim * nodes * nodes)
+    peak = fma_peak()
+    result["batch64_us"] = stages
+    result["batch64_stage_share"] = {k: round(v / stages["whole_call"], 3) for k, v in stages.items() if k != "whole_call"}
+    result["attention_vector_fmas"] = attn_fmas
+    result["attention_gfma_per_s"] = round(attn_fmas / stages["attention"] / 1e3, 2)
+    result["peak_gfma_per_s_one_thread"] = round(peak / 1e9, 2)
+    result["attention_share_of_peak"] = round(attn_fmas / (stages["attention"] * 1e-6) / (peak * threads), 3)
+
+    # batch 1
+    x1 = x[:1].copy()
+    tiles, feats1 = mod.layer_inputs(x1)
+    q1 = np.empty((1, len(mod.qkv_bias), tiles.shape[2]), np.float32)
+    out1 = np.empty((len(mod.fc_bias), 1), np.float32)
+    args = (tiles, *mod._qkv, feats1, *mod._fc, q1, out1)
+    _bare(*args)
+    b1 = _median_us({
+        "qkv": lambda: S._spmm(*mod._qkv, tiles[0], q1[0]),
+        "fc": lambda: S._linear(*mod._fc, feats1, out1),
+        "bare_call_same_arguments": lambda: _bare(*args),
+        "pruned_layers": lambda: mod.pruned_layers(tiles, feats1),
+        "whole_call": lambda: mod.run(x1),
+    }, repeats=2000)
+    result["batch1_us"] = b1
+    result["batch1_fc_ns_per_kept_weight"] = round(b1["fc"] * 1e3 / mod.fc.val.size, 3)
+    result.update(machine=_machine(), wall_s=round(time.perf_counter() - start, 1))
+    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
