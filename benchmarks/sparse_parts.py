@@ -5,7 +5,8 @@
   fused multiply-adds per second against this core's peak (a register-only loop of 12
   independent FMA chains, one thread);
 - batch 1: the q|k|gc product, fc's gather-dot (ns per kept weight) and the cost of a bare call
-  from Python into compiled code with the same arguments.
+  from Python into compiled code with the same arguments; fc by the libraries' sparse products
+  (torch CSR, scipy CSR) and by torch dense, the alternatives the runtime was chosen against.
 
 Stages are timed in alternating blocks of 10 calls (first of each not timed), medians.
 
@@ -17,10 +18,12 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numba
 import numpy as np
+import scipy.sparse
 import torch
 
 from pmp.export import sparse as S
@@ -120,6 +123,19 @@ def main() -> None:
         "whole_call": lambda: mod.run(x1),
     }, repeats=2000)
     result["batch1_us"] = b1
+    w = model.fc.weight.detach()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        w_csr = w.to_sparse_csr()
+    w_scipy = scipy.sparse.csr_matrix(w.numpy())
+    f_t, f_np = torch.from_numpy(feats1), feats1
+    with torch.inference_mode():
+        result["batch1_fc_alternatives_us"] = _median_us({
+            "pmp_kernel": lambda: S._linear(*mod._fc, feats1, out1),
+            "torch_csr": lambda: torch.addmm(model.fc.bias[:, None], w_csr, f_t),
+            "scipy_csr": lambda: w_scipy @ f_np + mod.fc_bias[:, None],
+            "torch_dense": lambda: torch.addmm(model.fc.bias[:, None], w, f_t),
+        }, repeats=1000)
     result["batch1_fc_ns_per_kept_weight"] = round(b1["fc"] * 1e3 / mod.fc.val.size, 3)
     result.update(machine=_machine(), wall_s=round(time.perf_counter() - start, 1))
     OUT.write_text(json.dumps(result, indent=2) + "\n")
