@@ -83,16 +83,20 @@ def test_vector_exp_is_accurate_and_flushes_far_below_zero():
 
 
 @settings(max_examples=25, deadline=None)
-@given(n=st.integers(1, 9), m=st.integers(1, 11), p=st.integers(1, 10), relu=st.booleans(), seed=st.integers(0, 99))
-def test_gemm_lanes_is_eight_products_one_per_lane(n, m, p, relu, seed):
-    """Block edges (m not a multiple of 4, p of 3) and the affine + ReLU epilogue, for any shape."""
+@given(n=st.integers(1, 9), m=st.integers(1, 11), p=st.integers(1, 10), relu=st.booleans(), bcast=st.booleans(),
+       seed=st.integers(0, 99))
+def test_gemm_lanes_matches_einsum(n, m, p, relu, bcast, seed):
+    """Eight products one per lane, or (bcast) one product with its columns 8 at a time; block
+    edges (m not a multiple of 4, p of 3) and the affine + ReLU epilogue, for any shape."""
     rng = np.random.default_rng(seed)
     a = rng.normal(size=(n, m, 8)).astype(np.float32)  # a[t, i, lane]: ats = m*8, ais = 8
+    if bcast:
+        a[...] = a[:, :, :1]  # the kernel reads a[t, i, 0] and broadcasts it
     b = rng.normal(size=(p, n, 8)).astype(np.float32)  # b[j, t, lane]: bts = 8, bjs = n*8
     scale, shift = rng.normal(size=(m, p)).astype(np.float32), rng.normal(size=(m, p)).astype(np.float32)
     out = np.full((p, m, 8), np.nan, np.float32)  # out[j, i, lane]: ois = 8, ojs = m*8
     sparse._gemm_lanes(a.reshape(-1), 0, m * 8, 8, b.reshape(-1), 0, 8, n * 8, n, m, p, out.reshape(-1), 0, 8, m * 8,
-                       scale.reshape(-1), shift.reshape(-1), p, 1, relu)
+                       scale.reshape(-1), shift.reshape(-1), p, 1, relu, bcast)
     ref = np.einsum("til,jtl->jil", a, b) * scale.T[:, :, None] + shift.T[:, :, None]
     if relu:
         ref = np.maximum(ref, 0)
@@ -127,11 +131,17 @@ def test_spmv_matches_dense_product(rows, cols, density, seed):
     np.testing.assert_allclose(out, w @ x + bias, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("nodes", [1, 5, 21])
-def test_softmax8_normalises_every_lane(nodes):
-    rng = np.random.default_rng(nodes)
-    s = (rng.normal(size=(nodes, nodes, 8)) * 20).astype(np.float32)
-    got = s.reshape(-1).copy()
-    sparse._softmax8(got, nodes)
+@pytest.mark.parametrize("n, groups", [(1, 1), (5, 3), (21, 21), (21, 3)])
+def test_softmax8_normalises_every_lane(n, groups):
+    """Both strides the runtime uses: groups outermost (batch lanes) and the softmax axis outermost
+    (node lanes)."""
+    rng = np.random.default_rng(n)
+    s = (rng.normal(size=(groups, n, 8)) * 20).astype(np.float32)
     e = np.exp(s - s.max(1, keepdims=True))
-    np.testing.assert_allclose(got.reshape(s.shape), e / e.sum(1, keepdims=True), rtol=2e-6, atol=1e-7)
+    expected = e / e.sum(1, keepdims=True)
+    got = s.reshape(-1).copy()
+    sparse._softmax8(got, n, groups, 8, n * 8)  # s[g, u, lane]
+    np.testing.assert_allclose(got.reshape(s.shape), expected, rtol=2e-6, atol=1e-7)
+    got = s.transpose(1, 0, 2).reshape(-1).copy()
+    sparse._softmax8(got, n, groups, groups * 8, 8)  # s[u, g, lane]
+    np.testing.assert_allclose(got.reshape(n, groups, 8).transpose(1, 0, 2), expected, rtol=2e-6, atol=1e-7)

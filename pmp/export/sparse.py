@@ -49,12 +49,12 @@ BLOCK = 4 * WIDTH
 #: are the vector lanes of the attention (measured: 1.7x faster than node lanes at batch 64).
 LANE_TILE = 64
 
-# Cephes expf: Cody-Waite reduction by ln 2 (split in two), degree-6 polynomial, 2^n put in the
-# exponent bits. Relative error ~1e-7, and unlike math.exp (a libm call) it vectorises.
+# Cephes expf (`_exp8`): Cody-Waite reduction by ln 2 (split in two), degree-6 polynomial, 2^n put
+# in the exponent bits. Relative error ~1e-7.
 _LOG2E, _LN2_HI, _LN2_LO = np.float32(1.44269504088896341), np.float32(0.693359375), np.float32(-2.12194440e-4)
 _P = tuple(np.float32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
                                     1.6666665459e-1, 5.0000001201e-1))
-_EXP_MIN, _EXP2_MIN = np.float32(-87.0), np.float32(-126.0)
+_EXP_MIN = np.float32(-87.0)
 _HALF, _ONE, _ZERO = np.float32(0.5), np.float32(1.0), np.float32(0.0)
 # Unsigned steps for kernel loop counters: a signed index costs a negative-index check on every
 # array access (numba wraps x[-1]); with these the fc gather-dot runs ~2.5x faster. (uint64 +
@@ -65,34 +65,8 @@ _U1, _U2, _U3, _U4, _U5, _U6, _U7, _U8 = (np.uint64(k) for k in range(1, 9))
 @numba.njit(inline="always", **_JIT)
 def _relu(x):  # pragma: no cover - compiled
     """max(x, 0), exactly, without a compare-and-select: numba's max() and conditional
-    expressions kept every loop they were in from vectorising (scalar code, seen in the assembly)."""
+    expressions kept loops they were in from vectorising (scalar code, seen in the assembly)."""
     return _HALF * (x + abs(x))
-
-
-@numba.njit(inline="always", **_JIT)
-def _upper(a, b):  # pragma: no cover - compiled
-    """max(a, b) up to rounding (a few ulp), vectorisable like `_relu`: for the softmax shift,
-    where any value near the maximum does."""
-    return _HALF * ((a + b) + abs(a - b))
-
-
-@numba.njit(**_JIT)
-def _exp_nonpositive(x, out, bits):  # pragma: no cover - compiled
-    """out = exp(x) for x <= 0 (softmax after subtracting the max); x and out must not overlap
-    (the vectoriser would fall back to scalar code); `bits` is int32 scratch of the same size.
-    Below EXP_MIN the result is 0: the exponent is clamped exactly (integer-valued floats) and the
-    value multiplied by (x >= EXP_MIN), no select, so the loop vectorises."""
-    p0, p1, p2, p3, p4, p5 = _P
-    for i in range(x.shape[0]):
-        v = x[i]
-        n = np.floor(v * _LOG2E + _HALF)
-        r = (v - n * _LN2_HI) - n * _LN2_LO
-        out[i] = ((((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5) * r * r + r + _ONE) * np.float32(v >= _EXP_MIN)
-        e = _relu(n - _EXP2_MIN) + _EXP2_MIN  # n, or -126 below it (2^n stays a normal float)
-        bits[i] = (np.int32(e) + 127) << 23
-    pow2 = bits.view(np.float32)
-    for i in range(x.shape[0]):
-        out[i] *= pow2[i]
 
 
 @numba.njit(inline="always", **_JIT)
@@ -208,45 +182,103 @@ def _node_signals(x, b0, count, scale, shift, out):  # pragma: no cover - compil
 
 
 @numba.njit(inline="always", **_JIT)
-def _softmax_columns(s, ex, tot, bits):  # pragma: no cover - compiled
-    """Softmax over the rows of s (nodes u) for every lane, unnormalised: s becomes exp(s - max)
-    and tot the lanes' sums. `ex` is scratch shaped like s, `bits` int32 of s.size."""
-    nodes, lanes = s.shape
-    tot[:] = s[0]  # the max over u (up to rounding), first
-    for u in range(1, nodes):
-        for c in range(lanes):
-            tot[c] = _upper(tot[c], s[u, c])
-    for u in range(nodes):
-        for c in range(lanes):
-            ex[u, c] = s[u, c] - tot[c]
-    _exp_nonpositive(ex.reshape(-1), s.reshape(-1), bits)
-    tot[:] = s[0]
-    for u in range(1, nodes):
-        for c in range(lanes):
-            tot[c] += s[u, c]
+def _exp8(v):  # pragma: no cover - compiled
+    """exp(v) for v <= 0 on a vector (softmax after subtracting the max), in registers; below
+    EXP_MIN it returns exp(EXP_MIN) ~ 1.6e-38 (negligible in a softmax sum)."""
+    p0, p1, p2, p3, p4, p5 = _P
+    v = max8(v, splat8(_EXP_MIN))
+    n = floor8(fma8(v, splat8(_LOG2E), splat8(_HALF)))
+    r = fma8(n, splat8(-_LN2_LO), fma8(n, splat8(-_LN2_HI), v))
+    y = fma8(fma8(fma8(fma8(fma8(splat8(p0), r, splat8(p1)), r, splat8(p2)), r, splat8(p3)), r, splat8(p4)), r,
+             splat8(p5))
+    return mul8(fma8(mul8(y, r), r, add8(r, splat8(_ONE))), exp2i8(n))
+
+
+@numba.njit(inline="always", **_JIT)
+def _term(a, i, bcast):  # pragma: no cover - compiled
+    """a[i:i + 8] as a vector, or a[i] in every lane."""
+    return splat8(a[i]) if bcast else load8(a, i)
 
 
 @numba.njit(**_JIT)
-def _attend(qkv, col, heads, adim, gdim, scale, shift, feats, b, scratch, bits):  # pragma: no cover
+def _gemm_lanes(a, a0, ats, ais, b, b0, bts, bjs, n, m, p, out, o0, ois, ojs, scale, shift, sis, sjs, relu,
+                a_bcast):  # pragma: no cover - compiled
+    """Small products on vectors of 8 lanes: for i < m, j < p,
+    out[o0 + i ois + j ojs] = act(scale[.] * sum_t a[a0 + t ats + i ais] b[b0 + t bts + j bjs] + shift[.])
+    over t < n, every term a vector of 8 lanes (offsets in floats of the flat arrays; scale and
+    shift at i sis + j sjs; act = ReLU if relu). With a_bcast the a terms are scalars broadcast
+    to the lanes: an ordinary product whose j columns come 8 at a time; without, eight
+    independent products, one per lane. Blocks of 4 i x 3 j keep 12 accumulators in registers:
+    7 loads feed 12 fused multiply-adds (edge blocks repeat their last row/column)."""
+    for j0 in range(0, p, 3):
+        j1, j2 = min(j0 + 1, p - 1), min(j0 + 2, p - 1)
+        for i0 in range(0, m, 4):
+            i1, i2, i3 = min(i0 + 1, m - 1), min(i0 + 2, m - 1), min(i0 + 3, m - 1)
+            x0, x1, x2, x3 = a0 + i0 * ais, a0 + i1 * ais, a0 + i2 * ais, a0 + i3 * ais
+            y0, y1, y2 = b0 + j0 * bjs, b0 + j1 * bjs, b0 + j2 * bjs
+            c00 = c01 = c02 = c10 = c11 = c12 = c20 = c21 = c22 = c30 = c31 = c32 = splat8(_ZERO)
+            for t in range(n):
+                ta, tb = t * ats, t * bts
+                k0, k1 = _term(a, x0 + ta, a_bcast), _term(a, x1 + ta, a_bcast)
+                k2, k3 = _term(a, x2 + ta, a_bcast), _term(a, x3 + ta, a_bcast)
+                q0, q1, q2 = load8(b, y0 + tb), load8(b, y1 + tb), load8(b, y2 + tb)
+                c00, c01, c02 = fma8(k0, q0, c00), fma8(k0, q1, c01), fma8(k0, q2, c02)
+                c10, c11, c12 = fma8(k1, q0, c10), fma8(k1, q1, c11), fma8(k1, q2, c12)
+                c20, c21, c22 = fma8(k2, q0, c20), fma8(k2, q1, c21), fma8(k2, q2, c22)
+                c30, c31, c32 = fma8(k3, q0, c30), fma8(k3, q1, c31), fma8(k3, q2, c32)
+            for i, j, c in ((i0, j0, c00), (i0, j1, c01), (i0, j2, c02), (i1, j0, c10), (i1, j1, c11), (i1, j2, c12),
+                            (i2, j0, c20), (i2, j1, c21), (i2, j2, c22), (i3, j0, c30), (i3, j1, c31), (i3, j2, c32)):
+                e = i * sis + j * sjs
+                y = fma8(c, splat8(scale[e]), splat8(shift[e]))
+                store8(out, o0 + i * ois + j * ojs, max8(y, splat8(_ZERO)) if relu else y)
+
+
+@numba.njit(**_JIT)
+def _softmax8(s, n, groups, su, sg):  # pragma: no cover - compiled
+    """In place, lane by lane: the n vectors s[g sg + u su : +8], u < n, become their softmax over
+    u, for each group g < groups (s flat)."""
+    for g in range(groups):
+        base = g * sg
+        top = load8(s, base)
+        for u in range(1, n):
+            top = max8(top, load8(s, base + u * su))
+        tot = splat8(_ZERO)
+        for u in range(n):
+            e = _exp8(sub8(load8(s, base + u * su), top))
+            store8(s, base + u * su, e)
+            tot = add8(tot, e)
+        inv = div8(splat8(_ONE), tot)
+        for u in range(n):
+            store8(s, base + u * su, mul8(load8(s, base + u * su), inv))
+
+
+@numba.njit(**_JIT)
+def _attend(qkv, col, heads, adim, gdim, scale, shift, feats, b, probs, mix, unit):  # pragma: no cover - compiled
     """Attention for the sample whose nodes are columns col.. of the tile `qkv` (rows q | k | gc).
 
-    Lanes are the attending node v (LANES of them; lanes past V read the next sample or padding and
-    are discarded), so the inner loops are full vector loops: s[u, v] = k_u . q_v, a softmax over u
-    per lane, each head's mixture of the gc features, then gc BatchNorm + ReLU into feats[:, b].
-    `scratch` is (2 V + gc_dim + 1, LANES) float32, `bits` V * LANES int32."""
-    lanes = scratch.shape[1]
-    nodes = (scratch.shape[0] - gdim - 1) // 2
-    s, ex, mix, tot = scratch[:nodes], scratch[nodes:2 * nodes], scratch[2 * nodes:2 * nodes + gdim], scratch[-1]
+    The attending node v is the vector lane (ceil(V / 8) vectors; lanes past V read the next
+    sample or padding and are discarded): scores s[u, v] = k_u . q_v and the mixture
+    m[d, v] = sum_u g[d, u] s[u, v] are register-blocked products (`_gemm_lanes` with the k and g
+    terms broadcast), the softmax over u runs per lane, then gc BatchNorm + ReLU into feats[:, b].
+    `probs` is V x (8 ceil(V / 8)) float32 scratch, `mix` gc_dim x (8 ceil(V / 8)); `unit` holds
+    (1, 0)."""
+    width = qkv.shape[1]
+    nodes, row = probs.shape
+    vecs = row // WIDTH
+    flat, pf, mf = qkv.reshape(-1), probs.reshape(-1), mix.reshape(-1)
+    one, zero = unit[:1], unit[1:]
     for h in range(heads):
-        q0, k0, g0 = h * adim, (heads + h) * adim, 2 * heads * adim + h * gdim
-        _lane_matmul(qkv[k0:k0 + adim, col:col + nodes].T, qkv, q0, col, s)
-        _softmax_columns(s, ex, tot, bits)
-        _lane_matmul(qkv[g0:g0 + gdim, col:col + nodes], s, 0, 0, mix)
+        q_row, k_row = h * adim * width + col, (heads + h) * adim * width + col
+        g_row = (2 * heads * adim + h * gdim) * width + col
+        _gemm_lanes(flat, k_row, width, 1, flat, q_row, width, WIDTH, adim, nodes, vecs, pf, 0, row, WIDTH, one, zero,
+                    0, 0, False, True)
+        _softmax8(pf, nodes, vecs, row, WIDTH)
+        _gemm_lanes(flat, g_row, 1, width, pf, 0, row, WIDTH, nodes, gdim, vecs, mf, 0, row, WIDTH, one, zero, 0, 0,
+                    False, True)
         for v in range(nodes):
-            inv = _ONE / tot[v]
             for d in range(gdim):
                 j = (v * heads + h) * gdim + d
-                feats[j, b] = _relu(mix[d, v] * inv * scale[j] + shift[j])
+                feats[j, b] = _relu(mix[d, v] * scale[j] + shift[j])
 
 
 @numba.njit(**_JIT)
@@ -263,15 +295,15 @@ def _features_tile(x, t, group, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias,
     _, frames, nodes, chans = x.shape
     b0 = t * group
     count = min(group, x.shape[0] - b0)
-    lanes = -(-nodes // LANES) * LANES
+    row = -(-nodes // WIDTH) * WIDTH
     xs = np.zeros((frames * chans, _tile_width(group, nodes)), np.float32)
     qkv = np.empty((q_ptr.shape[0] - 1, xs.shape[1]), np.float32)
-    scratch = np.empty((2 * nodes + gdim + 1, lanes), np.float32)
-    bits = np.empty(nodes * lanes, np.int32)
+    probs, mix = np.empty((nodes, row), np.float32), np.empty((gdim, row), np.float32)
+    unit = np.array([1.0, 0.0], np.float32)
     _node_signals(x, b0, count, in_scale, in_shift, xs)
     _spmm(q_ptr, q_idx, q_val, q_bias, xs, qkv)
     for g in range(count):
-        _attend(qkv, g * nodes, heads, adim, gdim, gc_scale, gc_shift, feats, b0 + g, scratch, bits)
+        _attend(qkv, g * nodes, heads, adim, gdim, gc_scale, gc_shift, feats, b0 + g, probs, mix, unit)
 
 
 @numba.njit(**_JIT)
@@ -302,68 +334,6 @@ def _node_signals_lanes_parallel(x, b0, count, scale, shift, out, threads):  # p
                             frames * (b + 1) // threads)
 
 
-@numba.njit(inline="always", **_JIT)
-def _exp8(v):  # pragma: no cover - compiled
-    """exp(v) for v <= 0 on a vector, the same Cephes scheme as `_exp_nonpositive`, in registers."""
-    p0, p1, p2, p3, p4, p5 = _P
-    v = max8(v, splat8(_EXP_MIN))
-    n = floor8(fma8(v, splat8(_LOG2E), splat8(_HALF)))
-    r = fma8(n, splat8(-_LN2_LO), fma8(n, splat8(-_LN2_HI), v))
-    y = fma8(fma8(fma8(fma8(fma8(splat8(p0), r, splat8(p1)), r, splat8(p2)), r, splat8(p3)), r, splat8(p4)), r,
-             splat8(p5))
-    return mul8(fma8(mul8(y, r), r, add8(r, splat8(_ONE))), exp2i8(n))
-
-
-@numba.njit(**_JIT)
-def _gemm_lanes(a, a0, ats, ais, b, b0, bts, bjs, n, m, p, out, o0, ois, ojs, scale, shift, sis, sjs,
-                relu):  # pragma: no cover - compiled
-    """Eight independent small products at once, one per vector lane: for i < m, j < p,
-    out[o0 + i ois + j ojs] = act(scale[.] * sum_t a[a0 + t ats + i ais] b[b0 + t bts + j bjs] + shift[.])
-    over t < n, every term a vector of 8 lanes (offsets in floats of the flat arrays; scale and
-    shift at i sis + j sjs; act = ReLU if relu). Blocks of 4 i x 3 j keep 12 accumulators in
-    registers: 7 loads feed 12 fused multiply-adds (edge blocks repeat their last row/column)."""
-    for j0 in range(0, p, 3):
-        j1, j2 = min(j0 + 1, p - 1), min(j0 + 2, p - 1)
-        for i0 in range(0, m, 4):
-            i1, i2, i3 = min(i0 + 1, m - 1), min(i0 + 2, m - 1), min(i0 + 3, m - 1)
-            x0, x1, x2, x3 = a0 + i0 * ais, a0 + i1 * ais, a0 + i2 * ais, a0 + i3 * ais
-            y0, y1, y2 = b0 + j0 * bjs, b0 + j1 * bjs, b0 + j2 * bjs
-            c00 = c01 = c02 = c10 = c11 = c12 = c20 = c21 = c22 = c30 = c31 = c32 = splat8(_ZERO)
-            for t in range(n):
-                ta, tb = t * ats, t * bts
-                k0, k1, k2, k3 = load8(a, x0 + ta), load8(a, x1 + ta), load8(a, x2 + ta), load8(a, x3 + ta)
-                q0, q1, q2 = load8(b, y0 + tb), load8(b, y1 + tb), load8(b, y2 + tb)
-                c00, c01, c02 = fma8(k0, q0, c00), fma8(k0, q1, c01), fma8(k0, q2, c02)
-                c10, c11, c12 = fma8(k1, q0, c10), fma8(k1, q1, c11), fma8(k1, q2, c12)
-                c20, c21, c22 = fma8(k2, q0, c20), fma8(k2, q1, c21), fma8(k2, q2, c22)
-                c30, c31, c32 = fma8(k3, q0, c30), fma8(k3, q1, c31), fma8(k3, q2, c32)
-            for i, j, c in ((i0, j0, c00), (i0, j1, c01), (i0, j2, c02), (i1, j0, c10), (i1, j1, c11), (i1, j2, c12),
-                            (i2, j0, c20), (i2, j1, c21), (i2, j2, c22), (i3, j0, c30), (i3, j1, c31), (i3, j2, c32)):
-                e = i * sis + j * sjs
-                y = fma8(c, splat8(scale[e]), splat8(shift[e]))
-                store8(out, o0 + i * ois + j * ojs, max8(y, splat8(_ZERO)) if relu else y)
-
-
-@numba.njit(**_JIT)
-def _softmax8(s, nodes):  # pragma: no cover - compiled
-    """In place, for every v: s[v, u, :] = softmax over u of s[v, u, :], lane by lane; s is flat
-    (v, u, 8 lanes)."""
-    row = nodes * WIDTH
-    for v in range(nodes):
-        base = v * row
-        top = load8(s, base)
-        for u in range(1, nodes):
-            top = max8(top, load8(s, base + u * WIDTH))
-        tot = splat8(_ZERO)
-        for u in range(nodes):
-            e = _exp8(sub8(load8(s, base + u * WIDTH), top))
-            store8(s, base + u * WIDTH, e)
-            tot = add8(tot, e)
-        inv = div8(splat8(_ONE), tot)
-        for u in range(nodes):
-            store8(s, base + u * WIDTH, mul8(load8(s, base + u * WIDTH), inv))
-
-
 @numba.njit(**_JIT)
 def _attend_lanes(qkv, h, chunks, nodes, heads, adim, gdim, scale, shift, feats, b0, probs, unit):  # pragma: no cover
     """Head h's attention for a batch-lane tile: the samples are the vector lanes, 8 per chunk,
@@ -379,11 +349,11 @@ def _attend_lanes(qkv, h, chunks, nodes, heads, adim, gdim, scale, shift, feats,
     for ch in range(chunks):
         col = ch * step
         _gemm_lanes(flat, k_row + col, width, WIDTH, flat, q_row + col, width, WIDTH, adim, nodes, nodes,
-                    probs, 0, WIDTH, step, unit[:1], unit[1:], 0, 0, False)
-        _softmax8(probs, nodes)
+                    probs, 0, WIDTH, step, unit[:1], unit[1:], 0, 0, False, False)
+        _softmax8(probs, nodes, nodes, WIDTH, step)
         _gemm_lanes(flat, g_row + col, WIDTH, width, probs, 0, WIDTH, step, nodes, gdim, nodes,
                     out, (h * gdim) * fw + b0 + ch * WIDTH, fw, heads * gdim * fw, scale[h * gdim:], shift[h * gdim:], 1,
-                    heads * gdim, True)
+                    heads * gdim, True, False)
 
 
 @numba.njit(parallel=True, **_JIT)
