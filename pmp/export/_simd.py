@@ -3,7 +3,7 @@
 Why: numba exposes no vector type, and LLVM's auto-vectoriser only handles plain loops. The small
 dense products of attention (scores and mixing: 16-deep sums over 21 x 21 nodes, for every sample)
 need register blocking, several accumulators reused across one load, which no loop form made LLVM
-emit (the loops ran at under a third of the FMA peak, or scalar). With `F32x8` a kernel holds
+emit (the loops ran scalar, or with a load or two per FMA). With `F32x8` a kernel holds
 vectors in registers and says exactly which loads and fused multiply-adds it wants. The type
 lowers to LLVM's <8 x float>: AVX2 registers on this project's CPU, two SSE/NEON registers
 elsewhere (LLVM legalises it), so the kernels stay portable.
@@ -157,8 +157,8 @@ def exp2i8(typingctx, n):
 
 @intrinsic
 def vec8(typingctx, a0, a1, a2, a3, a4, a5, a6, a7):
-    """A vector of 8 float32 scalars: how a kernel gathers scattered values (AVX2's gather
-    instruction is slower than separate loads on this CPU, and LLVM does not emit it here)."""
+    """A vector of 8 float32 scalars: how a kernel gathers scattered values (LLVM lowers a vector
+    gather to separate loads on this project's CPU anyway)."""
     if not all(a == types.float32 for a in (a0, a1, a2, a3, a4, a5, a6, a7)):
         return None
 
