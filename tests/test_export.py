@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.numpy import load_file as load_np
 from safetensors.numpy import save_file as save_np
@@ -83,6 +85,22 @@ def test_round_trip_odd_sizes(tmp_path):
     module = load_sparse(export_run(run, tmp_path / "small.pmp"))
     for batch in (1, 3, 17, 40):
         assert _close(model, module, batch, seed=batch) < 1e-5
+
+
+@settings(max_examples=15, deadline=None)
+@given(nodes=st.integers(1, 50), frames=st.integers(1, 9), chans=st.integers(1, 3), heads=st.integers(1, 4),
+       adim=st.integers(1, 9), gdim=st.integers(1, 9), batch=st.sampled_from([1, 2, 17, 33, 70]),
+       seed=st.integers(0, 9))
+def test_sparse_runtime_matches_dense_for_any_size(tmp_path_factory, nodes, frames, chans, heads, adim, gdim, batch,
+                                                   seed):
+    """Every tile layout and vector edge (nodes not a multiple of 8, partial chunks and tiles) for
+    any architecture size a config can ask for."""
+    kwargs = dict(num_nodes=nodes, in_frames=frames, in_channels=chans, num_classes=4, heads=heads, attn_dim=adim,
+                  gc_dim=gdim, hidden=11)
+    model = _model(kwargs, seed)
+    masks = magnitude_prune(model, 0.8)
+    path = save_compact(model, {"model": "agcn", "kwargs": kwargs}, masks, tmp_path_factory.mktemp("any") / "m.pmp")
+    assert _close(model, load_sparse(path), batch, seed=seed) < 1e-5
 
 
 def test_pruned_classifier_round_trip(tmp_path):
