@@ -121,7 +121,7 @@ def claim_check(name: str, cells: list) -> list[str]:
     """The paper's claim, checked on the measured means: PMP >= the best baseline at every rate >= 0.9,
     and PMP >= MP + 10 points at 0.99."""
     acc = {(c.method, c.rate): c.mean for c in cells if c.dataset == name}
-    lines = [f"| rate | PMP | best baseline | PMP >= best | PMP - MP |", "| --- | --- | --- | --- | --- |"]
+    lines = ["| rate | PMP | best baseline | PMP >= best | PMP - MP |", "| --- | --- | --- | --- | --- |"]
     for rate in sorted({r for (_, r) in acc if r >= 0.9}):
         base = {m: a for (m, r), a in acc.items() if r == rate and m not in ("pmp", "dense")}
         if ("pmp", rate) not in acc or not base:

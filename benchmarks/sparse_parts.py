@@ -34,6 +34,7 @@ import numpy as np
 import scipy.sparse
 import torch
 
+from pmp.export import _kernels as K
 from pmp.export import sparse as S
 from pmp.export._simd import add8, fma8, load8, splat8, store8
 from pmp.export.bench import AGCN_DEFAULT, _alternating_times, _machine, magnitude_prune, with_random_batchnorm
@@ -128,10 +129,10 @@ def main() -> None:
     qkv = np.empty((len(mod.qkv_bias), xs.shape[1]), np.float32)
     feats = np.zeros((len(mod.gc_scale), 64), np.float32)
     S._node_signals_lanes_parallel(x, 0, 64, mod.in_scale, mod.in_shift, xs, threads)
-    S._linear_rows_parallel(*mod._qkv, xs, qkv, threads)
+    K._linear_rows_parallel(*mod._qkv, xs, qkv, threads)
     stages, result["batch64_us_rounds"] = _median_us({
         "layout_transpose": lambda: S._node_signals_lanes_parallel(x, 0, 64, mod.in_scale, mod.in_shift, xs, threads),
-        "qkv": lambda: S._linear_rows_parallel(*mod._qkv, xs, qkv, threads),
+        "qkv": lambda: K._linear_rows_parallel(*mod._qkv, xs, qkv, threads),
         "attention": lambda: S._attend_heads_parallel(qkv, 64, nodes, heads, adim, gdim, mod.gc_scale, mod.gc_shift,
                                                       feats, 0),
         "fc_classifier": lambda: S._agcn_head_parallel(feats, 64, threads, *mod._fc, *mod.cls.arrays, mod.cls_b),
@@ -161,8 +162,8 @@ def main() -> None:
     w_scipy, f_t = scipy.sparse.csr_matrix(w.numpy()), torch.from_numpy(feats1)
     with torch.inference_mode():  # one alternating group: these figures are comparable
         b1, result["batch1_us_rounds"] = _median_us({
-            "qkv": lambda: S._spmm(*mod._qkv, tiles[0], q1[0]),
-            "fc": lambda: S._linear(*mod._fc, feats1, out1),
+            "qkv": lambda: K._spmm(*mod._qkv, tiles[0], q1[0]),
+            "fc": lambda: K._linear(*mod._fc, feats1, out1),
             "bare_call_same_arguments": lambda: _bare(*args),
             "pruned_layers": lambda: mod.pruned_layers(tiles, feats1),
             "whole_call": lambda: mod.run(x1),

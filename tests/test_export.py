@@ -197,9 +197,9 @@ def test_bench_inference_reports_sizes_and_speedups(exported):
 
 def _tile_column(batch: int, sample: int, node: int, nodes: int) -> tuple[int, int]:
     """(tile, column) of a sample's node in the runtime's q|k|gc tiles: node lanes (GROUP samples
-    per tile, side by side) below LANES samples, else batch lanes ((chunk, node, lane), LANE_TILE
+    per tile, side by side) below BATCH_LANES samples, else batch lanes ((chunk, node, lane), LANE_TILE
     samples per tile)."""
-    if batch < sparse.LANES:
+    if batch < sparse.BATCH_LANES:
         group = min(batch, sparse.GROUP)
         return sample // group, (sample % group) * nodes + node
     s = sample % sparse.LANE_TILE

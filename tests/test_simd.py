@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pmp.export import sparse
+from pmp.export import _kernels as kernels
 from pmp.export._simd import add8, div8, exp2i8, floor8, fma8, hsum8, load8, max8, mul8, splat8, store8, sub8, vec8
 
 
@@ -68,7 +68,7 @@ def test_exp2i8_is_exact_over_the_normal_range():
 @numba.njit
 def _exp(x, out):
     for k in range(0, x.shape[0], 8):
-        store8(out, k, sparse._exp8(load8(x, k)))
+        store8(out, k, kernels._exp8(load8(x, k)))
 
 
 def test_vector_exp_is_accurate_and_flushes_far_below_zero():
@@ -95,7 +95,7 @@ def test_gemm_lanes_matches_einsum(n, m, p, relu, bcast, seed):
     b = rng.normal(size=(p, n, 8)).astype(np.float32)  # b[j, t, lane]: bts = 8, bjs = n*8
     scale, shift = rng.normal(size=(m, p)).astype(np.float32), rng.normal(size=(m, p)).astype(np.float32)
     out = np.full((p, m, 8), np.nan, np.float32)  # out[j, i, lane]: ois = 8, ojs = m*8
-    sparse._gemm_lanes(a.reshape(-1), 0, m * 8, 8, b.reshape(-1), 0, 8, n * 8, n, m, p, out.reshape(-1), 0, 8, m * 8,
+    kernels._gemm_lanes(a.reshape(-1), 0, m * 8, 8, b.reshape(-1), 0, 8, n * 8, n, m, p, out.reshape(-1), 0, 8, m * 8,
                        scale.reshape(-1), shift.reshape(-1), p, 1, relu, bcast)
     ref = np.einsum("til,jtl->jil", a, b) * scale.T[:, :, None] + shift.T[:, :, None]
     if relu:
@@ -109,12 +109,12 @@ def test_gemm_lanes_matches_einsum(n, m, p, relu, bcast, seed):
 def test_spmm_matches_dense_product(rows, cols, blocks, density, seed):
     rng = np.random.default_rng(seed)
     w = rng.normal(size=(rows, cols)).astype(np.float32) * (rng.random((rows, cols)) < density)
-    x = rng.normal(size=(cols, blocks * sparse.BLOCK)).astype(np.float32)
+    x = rng.normal(size=(cols, blocks * kernels.BLOCK)).astype(np.float32)
     bias = rng.normal(size=rows).astype(np.float32)
     ptr = np.concatenate([[0], np.cumsum((w != 0).sum(1))]).astype(np.uint64)
     idx = np.nonzero(w)[1].astype(np.uint16)
     out = np.full((rows, x.shape[1]), np.nan, np.float32)
-    sparse._spmm(ptr, idx, w[w != 0], bias, x, out)
+    kernels._spmm(ptr, idx, w[w != 0], bias, x, out)
     np.testing.assert_allclose(out, w @ x + bias[:, None], rtol=1e-5, atol=1e-5)
 
 
@@ -127,7 +127,7 @@ def test_spmv_matches_dense_product(rows, cols, density, seed):
     x, bias = rng.normal(size=cols).astype(np.float32), rng.normal(size=rows).astype(np.float32)
     ptr = np.concatenate([[0], np.cumsum((w != 0).sum(1))]).astype(np.uint64)
     out = np.full(rows, np.nan, np.float32)
-    sparse._spmv(ptr, np.nonzero(w)[1].astype(np.uint16), w[w != 0], bias, x, out)
+    kernels._spmv(ptr, np.nonzero(w)[1].astype(np.uint16), w[w != 0], bias, x, out)
     np.testing.assert_allclose(out, w @ x + bias, rtol=1e-5, atol=1e-4)
 
 
@@ -140,8 +140,8 @@ def test_softmax8_normalises_every_lane(n, groups):
     e = np.exp(s - s.max(1, keepdims=True))
     expected = e / e.sum(1, keepdims=True)
     got = s.reshape(-1).copy()
-    sparse._softmax8(got, n, groups, 8, n * 8)  # s[g, u, lane]
+    kernels._softmax8(got, n, groups, 8, n * 8)  # s[g, u, lane]
     np.testing.assert_allclose(got.reshape(s.shape), expected, rtol=2e-6, atol=1e-7)
     got = s.transpose(1, 0, 2).reshape(-1).copy()
-    sparse._softmax8(got, n, groups, groups * 8, 8)  # s[u, g, lane]
+    kernels._softmax8(got, n, groups, groups * 8, 8)  # s[u, g, lane]
     np.testing.assert_allclose(got.reshape(n, groups, 8).transpose(1, 0, 2), expected, rtol=2e-6, atol=1e-7)

@@ -3,16 +3,18 @@
 Why this shape: at deployment sizes (one sequence, or 64) the dense network's time goes to torch's
 per-op dispatch, to streaming the 4 MB `fc` matrix, and to many small attention ops; at 98%
 sparsity the pruned layers are ~40k multiply-adds. So the forward pass is two compiled calls over
-float32 numpy arrays (docs/deploy.md has the measurements that chose each piece):
+float32 numpy arrays (docs/deploy.md has the measurements behind each piece; the generic products
+are in `_kernels.py`):
 
 - query/key/gc share their input, so they are one stacked CSR matrix (rows q|k|gc) applied to a
-  tile of node signals: each kept weight is one axpy over the tile's columns;
-- attention, softmax and the per-head mixing run on that tile with a vectorisable exp, in one of
-  two layouts: below LANES samples, per sample with the attending nodes as the vector lanes
-  (tiles of GROUP samples x nodes); from LANES samples on, with the samples as the lanes (tiles of
-  nodes x LANE_TILE samples), which needs no padding of the node count;
-- `fc` is CSR times the (features, batch) activations: a gather-dot per row for one sample, an
-  axpy over the batch per kept weight otherwise; the classifier follows (dense or CSR);
+  tile of node signals (`_spmm`);
+- attention, softmax and the per-head mixing run on that tile as register-blocked products on
+  8-lane vectors, in one of two layouts: below BATCH_LANES samples, per sample with the attending
+  nodes as the lanes (tiles of GROUP samples x nodes); from BATCH_LANES samples on, with the
+  samples as the lanes (tiles of LANE_TILE samples, columns ordered chunk of 8 samples, node,
+  sample), which needs no padding of the node count;
+- `fc` is CSR times the (features, batch) activations: a gather-dot per row for one sample, `_spmm`
+  otherwise; the classifier follows (dense or CSR);
 - BatchNorms are already per-feature affines (folded at export), the attention scale 1/sqrt(d) is
   folded into the query rows here, and dropout does not exist at inference.
 
@@ -32,139 +34,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._simd import WIDTH, add8, div8, exp2i8, floor8, fma8, hsum8, load8, max8, mul8, splat8, store8, sub8, vec8
+from ._kernels import (_JIT, _ZERO, BLOCK, _gemm_lanes, _lane_matmul, _linear, _linear_rows_parallel, _relu,
+                       _softmax8, _spmm)
+from ._simd import WIDTH
 from .format import CompactModel, ExportFormatError, SparseTensor, meta_model, read_compact
 
-_JIT = dict(nogil=True, cache=True, fastmath=True, boundscheck=False)
-#: numba's loop vectoriser works in blocks of 8 floats x 4 interleaved: an inner loop shorter than
-#: 32 runs scalar. So per-node loops run over 32 "lanes" (nodes, padded), not over V = 21.
-LANES = 32
-#: Samples whose node signals go through the stacked q|k|gc matrix together (one tile): 16 x 21
-#: columns keep that product in its vectorised regime and its tile in L2. Tiles are also the unit
-#: of multi-threading.
+#: Batches of this many samples or more run in the batch-lane layout (the samples as vector lanes);
+#: smaller ones in node lanes. fc's input is padded to a multiple of BLOCK samples.
+BATCH_LANES = 32
+#: Samples whose node signals go through the stacked q|k|gc matrix together in node lanes (one
+#: tile, also the unit of multi-threading there).
 GROUP = 16
-#: Columns of the sparse products' register blocks (4 vectors); tiles are padded to a multiple.
-BLOCK = 4 * WIDTH
-#: Batches of LANES or more run in the batch-lane layout, LANE_TILE samples per tile: the samples
-#: are the vector lanes of the attention (measured: 1.7x faster than node lanes at batch 64).
+#: Samples per batch-lane tile: 8 chunks of 8 lanes.
 LANE_TILE = 64
-
-# Cephes expf (`_exp8`): Cody-Waite reduction by ln 2 (split in two), degree-6 polynomial, 2^n put
-# in the exponent bits. Relative error ~1e-7.
-_LOG2E, _LN2_HI, _LN2_LO = np.float32(1.44269504088896341), np.float32(0.693359375), np.float32(-2.12194440e-4)
-_P = tuple(np.float32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
-                                    1.6666665459e-1, 5.0000001201e-1))
-_EXP_MIN = np.float32(-87.0)
-_HALF, _ONE, _ZERO = np.float32(0.5), np.float32(1.0), np.float32(0.0)
-# Unsigned steps for kernel loop counters: a signed index costs a negative-index check on every
-# array access (numba wraps x[-1]); with these the fc gather-dot runs ~2.5x faster. (uint64 +
-# a plain int literal would give float64 in numba, hence the typed constants.)
-_U1, _U2, _U3, _U4, _U5, _U6, _U7, _U8 = (np.uint64(k) for k in range(1, 9))
-
-
-@numba.njit(inline="always", **_JIT)
-def _relu(x):  # pragma: no cover - compiled
-    """max(x, 0), exactly, without a compare-and-select: numba's max() and conditional
-    expressions kept loops they were in from vectorising (scalar code, seen in the assembly)."""
-    return _HALF * (x + abs(x))
-
-
-@numba.njit(inline="always", **_JIT)
-def _axpy4(o, w0, x0, w1, x1, w2, x2, w3, x3):  # pragma: no cover - compiled
-    """o += w0 x0 + w1 x1 + w2 x2 + w3 x3: four terms per pass over o, a quarter of its loads/stores."""
-    for c in range(o.shape[0]):
-        o[c] += (w0 * x0[c] + w1 * x1[c]) + (w2 * x2[c] + w3 * x3[c])
-
-
-@numba.njit(inline="always", **_JIT)
-def _axpy(o, w, x):  # pragma: no cover - compiled
-    for c in range(o.shape[0]):
-        o[c] += w * x[c]
-
-
-@numba.njit(**_JIT)
-def _spmm(ptr, idx, val, bias, x, out):  # pragma: no cover - compiled
-    """out[i, :] = bias[i] + sum_k val[k] * x[idx[k], :] over row i's kept weights (CSR), for x
-    and out with a multiple of BLOCK columns: per block of columns, each output row is built in
-    four vector registers and stored once, each kept weight one broadcast and four fused
-    multiply-adds on a row slice of x that stays in L1 for the whole block."""
-    width, rows = x.shape[1], ptr.shape[0] - 1
-    if width % BLOCK or out.shape[1] != width:
-        raise ValueError("_spmm: x and out need the same number of columns, a multiple of BLOCK")
-    xf, of = x.reshape(-1), out.reshape(-1)
-    for c in range(0, width, BLOCK):
-        for i in range(rows):
-            a0 = a1 = a2 = a3 = splat8(bias[i])
-            for k in range(ptr[i], ptr[i + 1]):
-                w, r = splat8(val[k]), idx[k] * width + c
-                a0, a1 = fma8(w, load8(xf, r), a0), fma8(w, load8(xf, r + WIDTH), a1)
-                a2, a3 = fma8(w, load8(xf, r + 2 * WIDTH), a2), fma8(w, load8(xf, r + 3 * WIDTH), a3)
-            o = i * width + c
-            store8(of, o, a0)
-            store8(of, o + WIDTH, a1)
-            store8(of, o + 2 * WIDTH, a2)
-            store8(of, o + 3 * WIDTH, a3)
-
-
-@numba.njit(**_JIT)
-def _lane_matmul(w, x, xr, xc, out):  # pragma: no cover - compiled
-    """out[i, :] = sum_j w[i, j] * x[xr + j, xc:xc + lanes]: the dense twin of `_spmm` for the
-    attention's small products (w may be a strided view; the x rows are contiguous lane vectors)."""
-    lanes, n = out.shape[1], np.uint64(w.shape[1])
-    xr, xc = np.uint64(xr), np.uint64(xc)
-    xe = xc + np.uint64(lanes)
-    for i in range(w.shape[0]):
-        o, wi = out[i], w[i]
-        o[:] = 0
-        j = np.uint64(0)
-        while j + _U4 <= n:
-            r = xr + j
-            _axpy4(o, wi[j], x[r, xc:xe], wi[j + _U1], x[r + _U1, xc:xe], wi[j + _U2], x[r + _U2, xc:xe],
-                   wi[j + _U3], x[r + _U3, xc:xe])
-            j += _U4
-        while j < n:
-            _axpy(o, wi[j], x[xr + j, xc:xe])
-            j += _U1
-
-
-@numba.njit(**_JIT)
-def _spmv(ptr, idx, val, bias, x, out):  # pragma: no cover - compiled
-    """out[i] = bias[i] + sum_k val[k] * x[idx[k]]: eight kept weights at a time, their values one
-    vector load, their inputs eight scalar loads put in a vector, one fused multiply-add (fewer
-    load instructions per weight than a scalar loop, which is what bounds this gather-dot)."""
-    for i in range(ptr.shape[0] - 1):
-        k, end = ptr[i], ptr[i + 1]
-        acc = splat8(_ZERO)
-        while k + _U8 <= end:
-            g = vec8(x[idx[k]], x[idx[k + _U1]], x[idx[k + _U2]], x[idx[k + _U3]], x[idx[k + _U4]],
-                     x[idx[k + _U5]], x[idx[k + _U6]], x[idx[k + _U7]])
-            acc = fma8(load8(val, k), g, acc)
-            k += _U8
-        total = bias[i] + hsum8(acc)
-        while k < end:
-            total += val[k] * x[idx[k]]
-            k += _U1
-        out[i] = total
-
-
-@numba.njit(**_JIT)
-def _linear(ptr, idx, val, bias, x, out):  # pragma: no cover - compiled
-    """Sparse linear layer on (features, batch) activations into out (out_features, batch)."""
-    if x.shape[1] == 1:  # reshape, not x[:, 0]: a contiguous vector keeps the gathers cheap
-        _spmv(ptr, idx, val, bias, x.reshape(-1), out.reshape(-1))
-    else:
-        _spmm(ptr, idx, val, bias, x, out)
-
-
-@numba.njit(parallel=True, **_JIT)
-def _linear_rows_parallel(ptr, idx, val, bias, x, out, blocks):  # pragma: no cover - compiled
-    """`_linear` with the output rows split into `blocks` blocks of equal work (kept weights)."""
-    rows, total = ptr.shape[0] - 1, ptr[-1]
-    for b in numba.prange(blocks):
-        lo = np.searchsorted(ptr, total * np.uint64(b) // np.uint64(blocks))
-        hi = np.searchsorted(ptr, total * np.uint64(b + 1) // np.uint64(blocks)) if b + 1 < blocks else rows
-        if hi > lo:
-            _spmm(ptr[lo:hi + 1], idx, val, bias[lo:hi], x, out[lo:hi])
 
 
 @numba.njit(**_JIT)
@@ -179,77 +61,6 @@ def _node_signals(x, b0, count, scale, shift, out):  # pragma: no cover - compil
                 o, sc, sh = out[d, g * nodes:(g + 1) * nodes], scale[d], shift[d]
                 for v in range(nodes):
                     o[v] = x[b0 + g, t, v, c] * sc[v] + sh[v]
-
-
-@numba.njit(inline="always", **_JIT)
-def _exp8(v):  # pragma: no cover - compiled
-    """exp(v) for v <= 0 on a vector (softmax after subtracting the max), in registers; below
-    EXP_MIN it returns exp(EXP_MIN) ~ 1.6e-38 (negligible in a softmax sum)."""
-    p0, p1, p2, p3, p4, p5 = _P
-    v = max8(v, splat8(_EXP_MIN))
-    n = floor8(fma8(v, splat8(_LOG2E), splat8(_HALF)))
-    r = fma8(n, splat8(-_LN2_LO), fma8(n, splat8(-_LN2_HI), v))
-    y = fma8(fma8(fma8(fma8(fma8(splat8(p0), r, splat8(p1)), r, splat8(p2)), r, splat8(p3)), r, splat8(p4)), r,
-             splat8(p5))
-    return mul8(fma8(mul8(y, r), r, add8(r, splat8(_ONE))), exp2i8(n))
-
-
-@numba.njit(inline="always", **_JIT)
-def _term(a, i, bcast):  # pragma: no cover - compiled
-    """a[i:i + 8] as a vector, or a[i] in every lane."""
-    return splat8(a[i]) if bcast else load8(a, i)
-
-
-@numba.njit(**_JIT)
-def _gemm_lanes(a, a0, ats, ais, b, b0, bts, bjs, n, m, p, out, o0, ois, ojs, scale, shift, sis, sjs, relu,
-                a_bcast):  # pragma: no cover - compiled
-    """Small products on vectors of 8 lanes: for i < m, j < p,
-    out[o0 + i ois + j ojs] = act(scale[.] * sum_t a[a0 + t ats + i ais] b[b0 + t bts + j bjs] + shift[.])
-    over t < n, every term a vector of 8 lanes (offsets in floats of the flat arrays; scale and
-    shift at i sis + j sjs; act = ReLU if relu). With a_bcast the a terms are scalars broadcast
-    to the lanes: an ordinary product whose j columns come 8 at a time; without, eight
-    independent products, one per lane. Blocks of 4 i x 3 j keep 12 accumulators in registers:
-    7 loads feed 12 fused multiply-adds (edge blocks repeat their last row/column)."""
-    for j0 in range(0, p, 3):
-        j1, j2 = min(j0 + 1, p - 1), min(j0 + 2, p - 1)
-        for i0 in range(0, m, 4):
-            i1, i2, i3 = min(i0 + 1, m - 1), min(i0 + 2, m - 1), min(i0 + 3, m - 1)
-            x0, x1, x2, x3 = a0 + i0 * ais, a0 + i1 * ais, a0 + i2 * ais, a0 + i3 * ais
-            y0, y1, y2 = b0 + j0 * bjs, b0 + j1 * bjs, b0 + j2 * bjs
-            c00 = c01 = c02 = c10 = c11 = c12 = c20 = c21 = c22 = c30 = c31 = c32 = splat8(_ZERO)
-            for t in range(n):
-                ta, tb = t * ats, t * bts
-                k0, k1 = _term(a, x0 + ta, a_bcast), _term(a, x1 + ta, a_bcast)
-                k2, k3 = _term(a, x2 + ta, a_bcast), _term(a, x3 + ta, a_bcast)
-                q0, q1, q2 = load8(b, y0 + tb), load8(b, y1 + tb), load8(b, y2 + tb)
-                c00, c01, c02 = fma8(k0, q0, c00), fma8(k0, q1, c01), fma8(k0, q2, c02)
-                c10, c11, c12 = fma8(k1, q0, c10), fma8(k1, q1, c11), fma8(k1, q2, c12)
-                c20, c21, c22 = fma8(k2, q0, c20), fma8(k2, q1, c21), fma8(k2, q2, c22)
-                c30, c31, c32 = fma8(k3, q0, c30), fma8(k3, q1, c31), fma8(k3, q2, c32)
-            for i, j, c in ((i0, j0, c00), (i0, j1, c01), (i0, j2, c02), (i1, j0, c10), (i1, j1, c11), (i1, j2, c12),
-                            (i2, j0, c20), (i2, j1, c21), (i2, j2, c22), (i3, j0, c30), (i3, j1, c31), (i3, j2, c32)):
-                e = i * sis + j * sjs
-                y = fma8(c, splat8(scale[e]), splat8(shift[e]))
-                store8(out, o0 + i * ois + j * ojs, max8(y, splat8(_ZERO)) if relu else y)
-
-
-@numba.njit(**_JIT)
-def _softmax8(s, n, groups, su, sg):  # pragma: no cover - compiled
-    """In place, lane by lane: the n vectors s[g sg + u su : +8], u < n, become their softmax over
-    u, for each group g < groups (s flat)."""
-    for g in range(groups):
-        base = g * sg
-        top = load8(s, base)
-        for u in range(1, n):
-            top = max8(top, load8(s, base + u * su))
-        tot = splat8(_ZERO)
-        for u in range(n):
-            e = _exp8(sub8(load8(s, base + u * su), top))
-            store8(s, base + u * su, e)
-            tot = add8(tot, e)
-        inv = div8(splat8(_ONE), tot)
-        for u in range(n):
-            store8(s, base + u * su, mul8(load8(s, base + u * su), inv))
 
 
 @numba.njit(**_JIT)
@@ -284,8 +95,9 @@ def _attend(qkv, col, heads, adim, gdim, scale, shift, feats, b, probs, mix, uni
 @numba.njit(**_JIT)
 def _tile_width(group, nodes):  # pragma: no cover - compiled
     """Columns of a tile: `group` samples' nodes side by side, plus padding so that the last
-    sample's LANES lanes stay inside the tile, rounded up to whole BLOCKs (for `_spmm`)."""
-    return -(-(group * nodes + -(-nodes // LANES) * LANES - nodes) // BLOCK) * BLOCK
+    sample's node vectors (ceil(V / 8) of them) stay inside the tile, rounded up to whole BLOCKs
+    (for `_spmm`)."""
+    return -(-(group * nodes + -(-nodes // WIDTH) * WIDTH - nodes) // BLOCK) * BLOCK
 
 
 @numba.njit(**_JIT)
@@ -401,7 +213,7 @@ def _agcn_head(feats, batch, f_ptr, f_idx, f_val, f_bias, c_ptr, c_idx, c_val, c
     hidden = np.maximum(hidden, _ZERO)
     if batch == 1:
         logits = np.empty((1, cls_b.shape[0]), np.float32)
-        _lane_matmul(hidden.T, cls_wt, 0, 0, logits)
+        _lane_matmul(hidden.T, cls_wt, logits)
         return logits + cls_b
     logits_t = np.empty((cls_b.shape[0], feats.shape[1]), np.float32)
     _spmm(c_ptr, c_idx, c_val, cls_b, hidden, logits_t)
@@ -424,7 +236,7 @@ def _agcn_head_parallel(feats, batch, threads, f_ptr, f_idx, f_val, f_bias, c_pt
 def _agcn_tiles(x, in_scale, in_shift):  # pragma: no cover - compiled
     """The node-signal tiles the forward pass feeds to q|k|gc, all at once (benchmarks)."""
     batch, frames, nodes, chans = x.shape
-    if batch >= LANES:
+    if batch >= BATCH_LANES:
         tiles = np.zeros((-(-batch // LANE_TILE), frames * chans, nodes * LANE_TILE), np.float32)
         for t in range(tiles.shape[0]):
             b0 = t * LANE_TILE
@@ -456,7 +268,7 @@ def _agcn_pruned_layers(tiles, q_ptr, q_idx, q_val, q_bias, feats, f_ptr, f_idx,
 def _agcn_pruned_layers_parallel(tiles, lane_layout, threads, q_ptr, q_idx, q_val, q_bias, feats, f_ptr, f_idx,
                                  f_val, f_bias, qkv, out):  # pragma: no cover - compiled
     """The same for several tiles, threaded as the forward pass threads them: batch-lane tiles
-    (batch >= LANES) and fc in row blocks, node-lane tiles (GROUP < batch < LANES) whole."""
+    (batch >= BATCH_LANES) and fc in row blocks, node-lane tiles (GROUP < batch < BATCH_LANES) whole."""
     if lane_layout:
         for t in range(tiles.shape[0]):
             _linear_rows_parallel(q_ptr, q_idx, q_val, q_bias, tiles[t], qkv[t], threads)
@@ -526,13 +338,13 @@ class SparseAttentionGCN(nn.Module):
         self.eval()
 
     def _features(self, x: np.ndarray) -> np.ndarray:
-        """(V*heads*gc_dim, width) fc inputs; width = 1 or the batch padded to LANES (for `_spmm`)."""
+        """(V*heads*gc_dim, width) fc inputs; width = 1 or the batch padded to BLOCK (for `_spmm`)."""
         batch = len(x)
-        feats = np.zeros((len(self.gc_scale), 1 if batch == 1 else -(-batch // LANES) * LANES), np.float32)
+        feats = np.zeros((len(self.gc_scale), 1 if batch == 1 else -(-batch // BLOCK) * BLOCK), np.float32)
         args = (*self._front, feats)
         if batch <= GROUP:  # one tile: skip the threads' start-up and barrier
             _features_tile(x, 0, batch, *args)
-        elif batch < LANES:
+        elif batch < BATCH_LANES:
             _features_tiles(x, GROUP, *args)
         else:  # enough samples to fill the vector lanes
             _features_lanes(x, numba.get_num_threads(), *args)
