@@ -54,6 +54,7 @@ def test_every_config_field_is_a_flag(tmp_path):
     (["train", "--dataset", "synthetic", "--method", "nosuch"], "unknown pruning method"),
     (["train", "--set", "train.epochs"], "KEY=VALUE"),
     (["eval", "/nonexistent/run"], "/nonexistent/run/config.yaml"),
+    (["bench-inference", "--block", "0"], "--repeats and --block must be at least 1"),
 ])
 def test_errors_are_one_clear_line(argv, needle, capsys):
     assert main(argv) == 2

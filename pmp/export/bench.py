@@ -100,6 +100,11 @@ def _alternating_times(fns: dict[str, Callable[[], Any]], repeats: int, block: i
     return {k: np.asarray(v[:repeats]) for k, v in times.items()}
 
 
+def _check_timing(repeats: int, block: int) -> None:
+    if repeats < 1 or block < 1:
+        raise ValueError(f"--repeats and --block must be at least 1, got {repeats} and {block}")
+
+
 def _speedups(times: dict[str, np.ndarray]) -> dict[str, Any]:
     """Medians (us), speedups (dense / sparse) and the unpruned operations' share of each network."""
     t = {k: float(np.median(v)) for k, v in times.items()}
@@ -136,6 +141,7 @@ def bench_inference(
     `block` calls (both see the same machine load); `interleaved` repeats the measurement with
     every call right after the other implementation's, the worst case for both (docs/deploy.md
     discusses the difference)."""
+    _check_timing(repeats, block)
     model_dense = model_dense.eval()
     layers = [get_module(model_dense, t.module_name) for t in select_targets(model_dense)]
     frames, nodes, chans = sparse_module.input_shape
@@ -204,6 +210,7 @@ def run_benchmark(rates: Iterable[float] = (0.9, 0.95, 0.98, 0.99), out_path: st
     """Prune the default agcn by magnitude at each rate, export, load sparse, and bench it against
     the masked dense model; writes the result as JSON to `out_path` if given. `threads` sets torch's
     and numba's thread counts (default: leave the machine's defaults)."""
+    _check_timing(repeats, block)
     start = time.perf_counter()
     if threads is not None:
         torch.set_num_threads(threads)
