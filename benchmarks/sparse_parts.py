@@ -1,14 +1,13 @@
 """Where the sparse runtime's time goes (default agcn, r = 0.98, random weights pruned by magnitude).
 
-- batch 64: each stage of the forward pass on its own (layout transpose, q|k|gc, attention, fc +
-  classifier) and the whole call, with numba's default threads; the attention's rate in vector
-  fused multiply-adds per second against this core's peak (a register-only loop of 12
-  independent FMA chains, one thread);
+- batch 64: the stages of one batch-lane tile (32 samples) as one thread runs them (layout
+  transpose, q|k|gc, attention, fc + classifier, the whole tile), and the whole call with numba's
+  default threads (one tile per thread); the attention's rate in vector fused multiply-adds per
+  second against this core's peak (a register-only loop of 12 independent FMA chains);
 - batch 1: the q|k|gc product, fc's gather-dot (ns per kept weight), the cost of a bare call
   from Python into compiled code with the same arguments, and fc by the libraries' sparse
   products (torch CSR, scipy CSR) and by torch dense, the alternatives the runtime was chosen
-  against.
-
+  against;
 - cold start: a fresh process with an empty numba cache loading a `.pmp` file and making its
   first calls (batches 1, 20, 64: every kernel compiles), then a second process on that cache.
 
@@ -55,6 +54,15 @@ def _fma_peak(n, x):  # pragma: no cover - compiled
         a8, a9, a10, a11 = fma8(y, z, a8), fma8(y, z, a9), fma8(y, z, a10), fma8(y, z, a11)
     s = add8(add8(add8(a0, a1), add8(a2, a3)), add8(add8(a4, a5), add8(a6, a7)))
     store8(x, 16, add8(s, add8(add8(a8, a9), add8(a10, a11))))
+
+
+@numba.njit
+def _attention(qkv, lanes, nodes, heads, adim, gdim, scale, shift, feats):  # pragma: no cover - compiled
+    """Every head's attention for one batch-lane tile, as `_lane_features` runs it."""
+    probs = np.empty(nodes * nodes * 8, np.float32)
+    unit = np.array([1.0, 0.0], np.float32)
+    for h in range(heads):
+        S._attend_lanes(qkv, h, lanes // 8, nodes, heads, adim, gdim, scale, shift, feats, 0, probs, unit)
 
 
 @numba.njit
@@ -119,34 +127,37 @@ def main() -> None:
         cold = cold_start(path)
     frames, nodes, chans = mod.input_shape
     heads, adim, gdim = mod.heads, mod.adim, mod.gdim
-    threads = numba.get_num_threads()
     rng = np.random.default_rng(0)
     result: dict = {"rate": RATE, "qkv_kept": int(mod.qkv.val.size), "fc_kept": int(mod.fc.val.size)}
 
-    # batch 64: the stages of `run`, on buffers shaped as it makes them
+    # batch 64: one batch-lane tile's stages, as one thread runs them, and the whole threaded call
     x = rng.normal(size=(64, frames, nodes, chans)).astype(np.float32)
-    xs = np.zeros((frames * chans, nodes * S.LANE_TILE), np.float32)
+    lanes = S.LANE_TILE
+    xs = np.zeros((frames * chans, S._lane_width(nodes, lanes)), np.float32)
     qkv = np.empty((len(mod.qkv_bias), xs.shape[1]), np.float32)
-    feats = np.zeros((len(mod.gc_scale), 64), np.float32)
-    S._node_signals_lanes_parallel(x, 0, 64, mod.in_scale, mod.in_shift, xs, threads)
-    K._linear_rows_parallel(*mod._qkv, xs, qkv, threads)
+    feats = np.zeros((len(mod.gc_scale), lanes), np.float32)
+    S._node_signals_lanes(x, 0, lanes, mod.in_scale, mod.in_shift, xs, 0, frames)
+    K._spmm(*mod._qkv, xs, qkv)
+    front = (x, lanes, *mod._front, *mod._fc, *mod.cls.arrays, mod.cls_wt, mod.cls_b)
     stages, result["batch64_us_rounds"] = _median_us({
-        "layout_transpose": lambda: S._node_signals_lanes_parallel(x, 0, 64, mod.in_scale, mod.in_shift, xs, threads),
-        "qkv": lambda: K._linear_rows_parallel(*mod._qkv, xs, qkv, threads),
-        "attention": lambda: S._attend_heads_parallel(qkv, 64, nodes, heads, adim, gdim, mod.gc_scale, mod.gc_shift,
-                                                      feats, 0),
-        "fc_classifier": lambda: S._agcn_head_parallel(feats, 64, threads, *mod._fc, *mod.cls.arrays, mod.cls_b),
+        "tile_layout_transpose": lambda: S._node_signals_lanes(x, 0, lanes, mod.in_scale, mod.in_shift, xs, 0, frames),
+        "tile_qkv": lambda: K._spmm(*mod._qkv, xs, qkv),
+        "tile_attention": lambda: _attention(qkv, lanes, nodes, heads, adim, gdim, mod.gc_scale, mod.gc_shift, feats),
+        "tile_fc_classifier": lambda: S._agcn_head(feats, lanes, *mod._fc, *mod.cls.arrays, mod.cls_wt, mod.cls_b),
+        "tile_whole": lambda: S._forward_lanes(x[:lanes], *front[1:]),
         "whole_call": lambda: mod.run(x),
     })
-    # scores and mixing: per head, 8-sample chunk: 2 products of V x V x d, 8 lanes per vector FMA
-    attn_fmas = heads * 8 * (nodes * nodes * adim + gdim * nodes * nodes)
+    # scores and mixing: per head and 8-sample chunk, 2 products of V x V x d, 8 lanes per vector FMA
+    attn_fmas = heads * (lanes // 8) * (nodes * nodes * adim + gdim * nodes * nodes)
     peak = fma_peak()
     result["batch64_us"] = stages
-    result["batch64_stage_share"] = {k: round(v / stages["whole_call"], 3) for k, v in stages.items() if k != "whole_call"}
-    result["attention_vector_fmas"] = attn_fmas
-    result["attention_gfma_per_s"] = round(attn_fmas / stages["attention"] / 1e3, 2)
+    result["tile_samples"] = lanes
+    result["tile_stage_share"] = {k: round(v / stages["tile_whole"], 3) for k, v in stages.items()
+                                  if k.startswith("tile_") and k != "tile_whole"}
+    result["tile_attention_vector_fmas"] = attn_fmas
+    result["attention_gfma_per_s_one_thread"] = round(attn_fmas / stages["tile_attention"] / 1e3, 2)
     result["peak_gfma_per_s_one_thread"] = round(peak / 1e9, 2)
-    result["attention_share_of_peak"] = round(attn_fmas / (stages["attention"] * 1e-6) / (peak * threads), 3)
+    result["attention_share_of_peak"] = round(attn_fmas / (stages["tile_attention"] * 1e-6) / peak, 3)
 
     # batch 1
     x1 = x[:1].copy()

@@ -195,18 +195,19 @@ def test_bench_inference_reports_sizes_and_speedups(exported):
         assert keys <= set(res[b]) and keys <= set(res[b]["interleaved"])
 
 
-def _tile_column(batch: int, sample: int, node: int, nodes: int) -> tuple[int, int]:
+def _tile_column(module, batch: int, sample: int, node: int) -> tuple[int, int]:
     """(tile, column) of a sample's node in the runtime's q|k|gc tiles: node lanes (GROUP samples
-    per tile, side by side) below BATCH_LANES samples, else batch lanes ((chunk, node, lane), LANE_TILE
-    samples per tile)."""
+    per tile, side by side) below BATCH_LANES samples, else batch lanes ((chunk, node, lane))."""
+    nodes = module.input_shape[1]
     if batch < sparse.BATCH_LANES:
         group = min(batch, sparse.GROUP)
         return sample // group, (sample % group) * nodes + node
-    s = sample % sparse.LANE_TILE
-    return sample // sparse.LANE_TILE, (s // sparse.WIDTH) * nodes * sparse.WIDTH + node * sparse.WIDTH + s % sparse.WIDTH
+    lanes = module._lane_tile(batch)
+    s = sample % lanes
+    return sample // lanes, (s // sparse.WIDTH) * nodes * sparse.WIDTH + node * sparse.WIDTH + s % sparse.WIDTH
 
 
-@pytest.mark.parametrize("batch", [1, 20, 64])
+@pytest.mark.parametrize("batch", [1, 20, 40, 64])
 def test_benchmarked_sparse_layers_compute_the_dense_layers(exported, batch):
     """What `pmp bench-inference` times as the pruned layers is those layers' real output."""
     path, model = exported[0.9]
@@ -217,12 +218,14 @@ def test_benchmarked_sparse_layers_compute_the_dense_layers(exported, batch):
     with torch.no_grad():
         q, k, g, fc = (m(i).numpy() for m, i in zip(layers, dense_in))
     qkv, out = module.pruned_layers(*module.layer_inputs(x.numpy()))
+    if out.ndim == 3:  # batch lanes: one fc output per tile
+        lanes = module._lane_tile(batch)
+        out = np.concatenate([o[:, :lanes] for o in out], axis=1)
     np.testing.assert_allclose(out[:, :batch].T, fc, rtol=1e-5, atol=1e-5)
-    nodes, adim = module.input_shape[1], module.adim
-    expected = np.concatenate([q / np.sqrt(adim), k, g], axis=2)  # the query rows carry 1/sqrt(d)
+    expected = np.concatenate([q / np.sqrt(module.adim), k, g], axis=2)  # the query rows carry 1/sqrt(d)
     for sample in range(batch):
-        for node in range(nodes):
-            tile, col = _tile_column(batch, sample, node, nodes)
+        for node in range(module.input_shape[1]):
+            tile, col = _tile_column(module, batch, sample, node)
             np.testing.assert_allclose(qkv[tile][:, col], expected[sample, node], rtol=1e-5, atol=1e-5)
 
 

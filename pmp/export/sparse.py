@@ -11,15 +11,15 @@ are in `_kernels.py`):
 - attention, softmax and the per-head mixing run on that tile as register-blocked products on
   8-lane vectors, in one of two layouts: below BATCH_LANES samples, per sample with the attending
   nodes as the lanes (tiles of GROUP samples x nodes); from BATCH_LANES samples on, with the
-  samples as the lanes (tiles of LANE_TILE samples, columns ordered chunk of 8 samples, node,
-  sample), which needs no padding of the node count;
+  samples as the lanes (tiles of LANE_TILE samples, or half, columns ordered chunk of 8 samples,
+  node, sample), which needs no padding of the node count;
 - `fc` is CSR times the (features, batch) activations: a gather-dot per row for one sample, `_spmm`
   otherwise; the classifier follows (dense or CSR);
 - BatchNorms are already per-feature affines (folded at export), the attention scale 1/sqrt(d) is
   folded into the query rows here, and dropout does not exist at inference.
 
 Batches of more than GROUP samples spread their work over numba's threads (numba.set_num_threads):
-node-lane tiles whole, batch-lane products by row blocks and the attention by heads.
+node-lane tiles whole then fc in row blocks; batch-lane tiles whole, fc and classifier included.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ BATCH_LANES = 32
 #: Samples whose node signals go through the stacked q|k|gc matrix together in node lanes (one
 #: tile, also the unit of multi-threading there).
 GROUP = 16
-#: Samples per batch-lane tile: 8 chunks of 8 lanes.
-LANE_TILE = 64
+#: Samples per batch-lane tile (4 chunks of 8 lanes); each tile runs start to end in one thread.
+LANE_TILE = 32
 
 
 @numba.njit(**_JIT)
@@ -137,15 +137,6 @@ def _node_signals_lanes(x, b0, count, scale, shift, out, t0, t1):  # pragma: no 
                         row[col + k] = x[b0 + g + k, t, v, c] * sc + sh
 
 
-@numba.njit(parallel=True, **_JIT)
-def _node_signals_lanes_parallel(x, b0, count, scale, shift, out, threads):  # pragma: no cover
-    """`_node_signals_lanes` with the frames split over the threads (each writes its own rows)."""
-    frames = x.shape[1]
-    for b in numba.prange(threads):
-        _node_signals_lanes(x, b0, count, scale, shift, out, frames * b // threads,
-                            frames * (b + 1) // threads)
-
-
 @numba.njit(**_JIT)
 def _attend_lanes(qkv, h, chunks, nodes, heads, adim, gdim, scale, shift, feats, b0, probs, unit):  # pragma: no cover
     """Head h's attention for a batch-lane tile: the samples are the vector lanes, 8 per chunk,
@@ -168,28 +159,62 @@ def _attend_lanes(qkv, h, chunks, nodes, heads, adim, gdim, scale, shift, feats,
                     heads * gdim, True, False)
 
 
-@numba.njit(parallel=True, **_JIT)
-def _attend_heads_parallel(qkv, count, nodes, heads, adim, gdim, scale, shift, feats, b0):  # pragma: no cover
-    """`_attend_lanes` for every head, heads spread over numba's threads (each writes its own rows)."""
-    unit = np.array([1.0, 0.0], np.float32)
-    for h in numba.prange(heads):
-        probs = np.empty(nodes * nodes * WIDTH, np.float32)
-        _attend_lanes(qkv, h, -(-count // WIDTH), nodes, heads, adim, gdim, scale, shift, feats, b0, probs, unit)
+@numba.njit(**_JIT)
+def _lane_width(nodes, lanes):  # pragma: no cover - compiled
+    """Columns of a batch-lane tile: nodes x lanes, padded to whole BLOCKs (for `_spmm`)."""
+    return -(-nodes * lanes // BLOCK) * BLOCK
 
 
 @numba.njit(**_JIT)
-def _features_lanes(x, threads, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, heads, adim, gdim, gc_scale,
-                    gc_shift, feats):  # pragma: no cover - compiled
-    """Everything before fc in the batch-lane layout, LANE_TILE samples at a time: node signals,
-    q|k|gc (row blocks over the threads), attention (heads over the threads) -> feats."""
-    _, frames, nodes, chans = x.shape
-    xs = np.zeros((frames * chans, nodes * LANE_TILE), np.float32)
+def _lane_features(x, b0, count, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, heads, adim, gdim, gc_scale, gc_shift,
+                   xs, feats):  # pragma: no cover - compiled
+    """Everything before fc for samples b0..b0+count of x in the batch-lane layout, in the calling
+    thread: node signals into the tile xs, q|k|gc, every head's attention -> feats (column =
+    sample - b0; xs and feats zeroed by the caller, so that padding lanes stay finite)."""
+    frames, nodes = x.shape[1], x.shape[2]
     qkv = np.empty((q_ptr.shape[0] - 1, xs.shape[1]), np.float32)
-    for b0 in range(0, x.shape[0], LANE_TILE):
-        count = min(LANE_TILE, x.shape[0] - b0)
-        _node_signals_lanes_parallel(x, b0, count, in_scale, in_shift, xs, threads)
-        _linear_rows_parallel(q_ptr, q_idx, q_val, q_bias, xs, qkv, threads)
-        _attend_heads_parallel(qkv, count, nodes, heads, adim, gdim, gc_scale, gc_shift, feats, b0)
+    probs = np.empty(nodes * nodes * WIDTH, np.float32)
+    unit = np.array([1.0, 0.0], np.float32)
+    _node_signals_lanes(x, b0, count, in_scale, in_shift, xs, 0, frames)
+    _spmm(q_ptr, q_idx, q_val, q_bias, xs, qkv)
+    for h in range(heads):
+        _attend_lanes(qkv, h, -(-count // WIDTH), nodes, heads, adim, gdim, gc_scale, gc_shift, feats, 0, probs, unit)
+
+
+@numba.njit(parallel=True, **_JIT)
+def _forward_lanes(x, lanes, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, heads, adim, gdim, gc_scale, gc_shift,
+                   f_ptr, f_idx, f_val, f_bias, c_ptr, c_idx, c_val, cls_wt, cls_b):  # pragma: no cover - compiled
+    """The whole forward pass in the batch-lane layout -> (batch, classes) logits: tiles of `lanes`
+    samples, each tile start to end (`_lane_features`, fc, classifier) in one thread. One parallel
+    region per call and no data handed between threads: with the stages threaded one by one
+    instead, the hand-overs cost about a fifth of a batch-64 call (development measurement)."""
+    batch, nodes = x.shape[0], x.shape[2]
+    logits = np.empty((batch, cls_b.shape[0]), np.float32)
+    for t in numba.prange(-(-batch // lanes)):
+        b0 = t * lanes
+        count = min(lanes, batch - b0)
+        xs = np.zeros((in_scale.shape[0], _lane_width(nodes, lanes)), np.float32)
+        feats = np.zeros((gc_scale.shape[0], -(-lanes // BLOCK) * BLOCK), np.float32)
+        _lane_features(x, b0, count, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, heads, adim, gdim, gc_scale,
+                       gc_shift, xs, feats)
+        logits[b0:b0 + count] = _agcn_head(feats, count, f_ptr, f_idx, f_val, f_bias, c_ptr, c_idx, c_val, cls_wt, cls_b)
+    return logits
+
+
+@numba.njit(**_JIT)
+def _lane_inputs(x, lanes, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, heads, adim, gdim, gc_scale,
+                 gc_shift):  # pragma: no cover - compiled
+    """Per batch-lane tile, what its pruned layers receive (benchmarks): the node-signal tile and fc's
+    input."""
+    batch, nodes = x.shape[0], x.shape[2]
+    n = -(-batch // lanes)
+    tiles = np.zeros((n, in_scale.shape[0], _lane_width(nodes, lanes)), np.float32)
+    feats = np.zeros((n, gc_scale.shape[0], -(-lanes // BLOCK) * BLOCK), np.float32)
+    for t in range(n):
+        b0 = t * lanes
+        _lane_features(x, b0, min(lanes, batch - b0), in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, heads, adim,
+                       gdim, gc_scale, gc_shift, tiles[t], feats[t])
+    return tiles, feats
 
 
 @numba.njit(parallel=True, **_JIT)
@@ -203,15 +228,15 @@ def _features_tiles(x, group, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, h
 
 @numba.njit(**_JIT)
 def _agcn_head(feats, batch, f_ptr, f_idx, f_val, f_bias, c_ptr, c_idx, c_val, cls_wt, cls_b):  # pragma: no cover
-    """fc, ReLU and the classifier -> (batch, classes) logits, for one tile (batch <= GROUP). One
-    sample: the classifier densely, its lanes the classes (cls_wt = its weight transposed, zeros
-    included); several: CSR over the (padded) batch lanes. No BLAS call: its own thread pool
+    """fc, ReLU and the classifier -> (batch, classes) logits, for one tile's feats (one column per
+    sample, padded). One column: the classifier densely, its lanes the classes (cls_wt = its
+    weight transposed, zeros included); several: CSR over the (padded) batch lanes. No BLAS call: its own thread pool
     would fight numba's for the same cores. (Serial: a function that also holds the parallel
     calls of `_agcn_head_parallel` was measurably slower per call in development.)"""
     hidden = np.empty((f_ptr.shape[0] - 1, feats.shape[1]), np.float32)
     _linear(f_ptr, f_idx, f_val, f_bias, feats, hidden)
     hidden = np.maximum(hidden, _ZERO)
-    if batch == 1:
+    if feats.shape[1] == 1:
         logits = np.empty((1, cls_b.shape[0]), np.float32)
         _lane_matmul(hidden.T, cls_wt, logits)
         return logits + cls_b
@@ -234,14 +259,8 @@ def _agcn_head_parallel(feats, batch, threads, f_ptr, f_idx, f_val, f_bias, c_pt
 
 @numba.njit(**_JIT)
 def _agcn_tiles(x, in_scale, in_shift):  # pragma: no cover - compiled
-    """The node-signal tiles the forward pass feeds to q|k|gc, all at once (benchmarks)."""
+    """The node-lane tiles the forward pass feeds to q|k|gc, all at once (benchmarks)."""
     batch, frames, nodes, chans = x.shape
-    if batch >= BATCH_LANES:
-        tiles = np.zeros((-(-batch // LANE_TILE), frames * chans, nodes * LANE_TILE), np.float32)
-        for t in range(tiles.shape[0]):
-            b0 = t * LANE_TILE
-            _node_signals_lanes(x, b0, min(LANE_TILE, batch - b0), in_scale, in_shift, tiles[t], 0, frames)
-        return tiles
     group = min(batch, GROUP)
     tiles = np.zeros((-(-batch // group), frames * chans, _tile_width(group, nodes)), np.float32)
     for t in range(tiles.shape[0]):
@@ -265,16 +284,21 @@ def _agcn_pruned_layers(tiles, q_ptr, q_idx, q_val, q_bias, feats, f_ptr, f_idx,
 
 
 @numba.njit(**_JIT)
-def _agcn_pruned_layers_parallel(tiles, lane_layout, threads, q_ptr, q_idx, q_val, q_bias, feats, f_ptr, f_idx,
-                                 f_val, f_bias, qkv, out):  # pragma: no cover - compiled
-    """The same for several tiles, threaded as the forward pass threads them: batch-lane tiles
-    (batch >= BATCH_LANES) and fc in row blocks, node-lane tiles (GROUP < batch < BATCH_LANES) whole."""
-    if lane_layout:
-        for t in range(tiles.shape[0]):
-            _linear_rows_parallel(q_ptr, q_idx, q_val, q_bias, tiles[t], qkv[t], threads)
-    else:
-        _qkv_tiles_parallel(tiles, q_ptr, q_idx, q_val, q_bias, qkv)
+def _agcn_pruned_layers_parallel(tiles, threads, q_ptr, q_idx, q_val, q_bias, feats, f_ptr, f_idx, f_val, f_bias, qkv,
+                                 out):  # pragma: no cover - compiled
+    """The same for several node-lane tiles (GROUP < batch < BATCH_LANES), threaded as the forward
+    pass threads them: tiles whole, fc in row blocks."""
+    _qkv_tiles_parallel(tiles, q_ptr, q_idx, q_val, q_bias, qkv)
     _linear_rows_parallel(f_ptr, f_idx, f_val, f_bias, feats, out, threads)
+
+
+@numba.njit(parallel=True, **_JIT)
+def _lane_pruned_layers(tiles, q_ptr, q_idx, q_val, q_bias, feats, f_ptr, f_idx, f_val, f_bias, qkv,
+                        out):  # pragma: no cover - compiled
+    """The pruned layers of batch-lane tiles, each tile in one thread as in `_forward_lanes`."""
+    for t in numba.prange(tiles.shape[0]):
+        _spmm(q_ptr, q_idx, q_val, q_bias, tiles[t], qkv[t])
+        _spmm(f_ptr, f_idx, f_val, f_bias, feats[t], out[t])
 
 
 @dataclass(frozen=True)
@@ -338,17 +362,20 @@ class SparseAttentionGCN(nn.Module):
         self.eval()
 
     def _features(self, x: np.ndarray) -> np.ndarray:
-        """(V*heads*gc_dim, width) fc inputs; width = 1 or the batch padded to BLOCK (for `_spmm`)."""
+        """Node lanes (batch < BATCH_LANES): (V*heads*gc_dim, width) fc inputs; width = 1 or the
+        batch padded to BLOCK (for `_spmm`)."""
         batch = len(x)
         feats = np.zeros((len(self.gc_scale), 1 if batch == 1 else -(-batch // BLOCK) * BLOCK), np.float32)
-        args = (*self._front, feats)
         if batch <= GROUP:  # one tile: skip the threads' start-up and barrier
-            _features_tile(x, 0, batch, *args)
-        elif batch < BATCH_LANES:
-            _features_tiles(x, GROUP, *args)
-        else:  # enough samples to fill the vector lanes
-            _features_lanes(x, numba.get_num_threads(), *args)
+            _features_tile(x, 0, batch, *self._front, feats)
+        else:
+            _features_tiles(x, GROUP, *self._front, feats)
         return feats
+
+    @staticmethod
+    def _lane_tile(batch: int) -> int:
+        """Samples per batch-lane tile: LANE_TILE, or half of it while that leaves a thread idle."""
+        return LANE_TILE if batch >= numba.get_num_threads() * LANE_TILE else LANE_TILE // 2
 
     def _checked(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, np.float32)
@@ -359,29 +386,37 @@ class SparseAttentionGCN(nn.Module):
     def run(self, x: np.ndarray) -> np.ndarray:
         """Logits (B, classes) for x (B, T, V, C) float32."""
         x = self._checked(x)
-        if len(x) <= GROUP:
-            return _agcn_head(self._features(x), len(x), *self._fc, *self.cls.arrays, self.cls_wt, self.cls_b)
-        return _agcn_head_parallel(self._features(x), len(x), numba.get_num_threads(), *self._fc, *self.cls.arrays,
+        batch = len(x)
+        if batch >= BATCH_LANES:
+            return _forward_lanes(x, self._lane_tile(batch), *self._front, *self._fc, *self.cls.arrays, self.cls_wt,
+                                  self.cls_b)
+        if batch <= GROUP:
+            return _agcn_head(self._features(x), batch, *self._fc, *self.cls.arrays, self.cls_wt, self.cls_b)
+        return _agcn_head_parallel(self._features(x), batch, numba.get_num_threads(), *self._fc, *self.cls.arrays,
                                    self.cls_b)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.run(x.detach().cpu().numpy()))
 
     def layer_inputs(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """What the pruned layers receive for input x, in this runtime's layouts (benchmarks)."""
+        """What the pruned layers receive for input x, in this runtime's layouts (benchmarks): the
+        q|k|gc tiles, and fc's input (one (features, columns) array, or one per tile in batch lanes)."""
         x = self._checked(x)
+        if len(x) >= BATCH_LANES:
+            return _lane_inputs(x, self._lane_tile(len(x)), *self._front)
         return _agcn_tiles(x, self.in_scale, self.in_shift), self._features(x)
 
     def pruned_layers(self, tiles: np.ndarray, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Only the sparse layers, on `layer_inputs(x)`: q|k|gc per tile, and fc."""
-        lane_layout = tiles.shape[2] == self.input_shape[1] * LANE_TILE  # node-lane tiles are narrower
+        """Only the sparse layers, on `layer_inputs(x)`, threaded as `run` threads them: q|k|gc per
+        tile, and fc."""
         qkv = np.empty((len(tiles), len(self.qkv_bias), tiles.shape[2]), np.float32)
-        out = np.empty((len(self.fc_bias), feats.shape[1]), np.float32)
-        if len(tiles) == 1 and not lane_layout:  # batch <= GROUP: one tile, serial, as in `run`
+        out = np.empty((*feats.shape[:-2], len(self.fc_bias), feats.shape[-1]), np.float32)
+        if feats.ndim == 3:  # batch lanes: per tile
+            _lane_pruned_layers(tiles, *self._qkv, feats, *self._fc, qkv, out)
+        elif len(tiles) == 1:  # batch <= GROUP: one tile, serial
             _agcn_pruned_layers(tiles, *self._qkv, feats, *self._fc, qkv, out)
         else:
-            _agcn_pruned_layers_parallel(tiles, lane_layout, numba.get_num_threads(), *self._qkv, feats, *self._fc, qkv,
-                                         out)
+            _agcn_pruned_layers_parallel(tiles, numba.get_num_threads(), *self._qkv, feats, *self._fc, qkv, out)
         return qkv, out
 
 
