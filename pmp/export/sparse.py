@@ -186,8 +186,8 @@ def _forward_lanes(x, lanes, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, he
                    f_ptr, f_idx, f_val, f_bias, c_ptr, c_idx, c_val, cls_wt, cls_b):  # pragma: no cover - compiled
     """The whole forward pass in the batch-lane layout -> (batch, classes) logits: tiles of `lanes`
     samples, each tile start to end (`_lane_features`, fc, classifier) in one thread. One parallel
-    region per call and no data handed between threads: with the stages threaded one by one
-    instead, the hand-overs cost about a fifth of a batch-64 call (development measurement)."""
+    region per call and no data handed between threads (threading the stages one by one instead
+    lost about a quarter of a batch-64 call to the hand-overs: docs/deploy.md)."""
     batch, nodes = x.shape[0], x.shape[2]
     logits = np.empty((batch, cls_b.shape[0]), np.float32)
     for t in numba.prange(-(-batch // lanes)):
