@@ -469,3 +469,26 @@ def test_rejects_bad_codec_entries(exported, tmp_path):
     _rejects(_rewrite(src, tmp_path / "c.pmp", meta={"codecs": {**codecs, "fc.weight.values": {**entry, "shape": [-1]}}}),
              "bad codec shape")
     _rejects(_rewrite(src, tmp_path / "d.pmp", meta={"codecs": None}), "missing required field 'codecs'")
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", ["fpha", "sbu"])
+def test_sparse_runtime_on_real_sequences(data_root, tmp_path, name):
+    """The real datasets' preprocessed sequences (joint counts 21 and 30, every batch layout as
+    `pmp predict` feeds them) give the masked dense model's logits."""
+    from pmp.data import PreprocessConfig, load_dataset, preprocess
+
+    ds = load_dataset(name, data_root)
+    x = preprocess(ds, PreprocessConfig(frames=16))
+    x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:300]]
+    kwargs = dict(num_nodes=x.shape[2], in_frames=16, in_channels=x.shape[3], num_classes=ds.num_classes, heads=4,
+                  attn_dim=8, gc_dim=8, hidden=64)
+    model = _model(kwargs)
+    masks = magnitude_prune(model, 0.98)
+    module = load_sparse(save_compact(model, {"model": "agcn", "kwargs": kwargs}, masks, tmp_path / f"{name}.pmp"))
+    for batch in (1, 7, 20, 33, 300):
+        with torch.no_grad():
+            dense, sparse_out = model(x[:batch]), module(x[:batch])
+        scale = max(1.0, float(dense.abs().max()))
+        assert float((dense - sparse_out).abs().max()) < 1e-5 * scale
+        assert torch.equal(dense.argmax(1), sparse_out.argmax(1))
