@@ -196,14 +196,13 @@ def test_bench_inference_reports_sizes_and_speedups(exported):
 
 
 def _tile_column(module, batch: int, sample: int, node: int) -> tuple[int, int]:
-    """(tile, column) of a sample's node in the runtime's q|k|gc tiles: node lanes (GROUP samples
-    per tile, side by side) below BATCH_LANES samples, else batch lanes ((chunk, node, lane))."""
+    """(tile, column) of a sample's node in the runtime's q|k|gc tiles: node lanes (samples side by
+    side) below BATCH_LANES samples, else batch lanes ((chunk, node, lane))."""
     nodes = module.input_shape[1]
-    if batch < sparse.BATCH_LANES:
-        group = min(batch, sparse.GROUP)
-        return sample // group, (sample % group) * nodes + node
-    lanes = module._lane_tile(batch)
+    lanes, lane_layout = module._tiles(batch)
     s = sample % lanes
+    if not lane_layout:
+        return sample // lanes, s * nodes + node
     return sample // lanes, (s // sparse.WIDTH) * nodes * sparse.WIDTH + node * sparse.WIDTH + s % sparse.WIDTH
 
 
@@ -218,9 +217,8 @@ def test_benchmarked_sparse_layers_compute_the_dense_layers(exported, batch):
     with torch.no_grad():
         q, k, g, fc = (m(i).numpy() for m, i in zip(layers, dense_in))
     qkv, out = module.pruned_layers(*module.layer_inputs(x.numpy()))
-    if out.ndim == 3:  # batch lanes: one fc output per tile
-        lanes = module._lane_tile(batch)
-        out = np.concatenate([o[:, :lanes] for o in out], axis=1)
+    lanes = module._tiles(batch)[0]  # fc's output, one (features, columns) array per tile
+    out = np.concatenate([o[:, :lanes] for o in out], axis=1)
     np.testing.assert_allclose(out[:, :batch].T, fc, rtol=1e-5, atol=1e-5)
     expected = np.concatenate([q / np.sqrt(module.adim), k, g], axis=2)  # the query rows carry 1/sqrt(d)
     for sample in range(batch):

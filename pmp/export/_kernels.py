@@ -1,8 +1,7 @@
 """Compiled products on float32 arrays for the sparse runtimes (numba): model-agnostic.
 
 - `_spmm` / `_spmv` / `_linear`: a CSR matrix (uint64 row pointers, uint16/uint32 columns) times
-  activations laid out (features, columns), or one vector; `_linear_rows_parallel` in row blocks
-  of equal kept-weight counts over numba's threads;
+  activations laid out (features, columns), or one vector;
 - `_gemm_lanes`: small dense products on 8-lane vectors, register-blocked, with an affine + ReLU
   epilogue; `_softmax8`, `_exp8`: softmax and exp on vectors; `_lane_matmul`: a small dense
   product in plain loops.
@@ -122,17 +121,6 @@ def _linear(ptr, idx, val, bias, x, out):  # pragma: no cover - compiled
         _spmv(ptr, idx, val, bias, x.reshape(-1), out.reshape(-1))
     else:
         _spmm(ptr, idx, val, bias, x, out)
-
-
-@numba.njit(parallel=True, **_JIT)
-def _linear_rows_parallel(ptr, idx, val, bias, x, out, blocks):  # pragma: no cover - compiled
-    """`_linear` with the output rows split into `blocks` blocks of equal work (kept weights)."""
-    rows, total = ptr.shape[0] - 1, ptr[-1]
-    for b in numba.prange(blocks):
-        lo = np.searchsorted(ptr, total * np.uint64(b) // np.uint64(blocks))
-        hi = np.searchsorted(ptr, total * np.uint64(b + 1) // np.uint64(blocks)) if b + 1 < blocks else rows
-        if hi > lo:
-            _spmm(ptr[lo:hi + 1], idx, val, bias[lo:hi], x, out[lo:hi])
 
 
 @numba.njit(inline="always", **_JIT)

@@ -18,8 +18,8 @@ are in `_kernels.py`):
 - BatchNorms are already per-feature affines (folded at export), the attention scale 1/sqrt(d) is
   folded into the query rows here, and dropout does not exist at inference.
 
-Batches of more than GROUP samples spread their work over numba's threads (numba.set_num_threads):
-node-lane tiles whole then fc in row blocks; batch-lane tiles whole, fc and classifier included.
+Batches of more than one tile spread their tiles over numba's threads (numba.set_num_threads), each
+tile run start to end (fc and classifier included) by one thread.
 """
 
 from __future__ import annotations
@@ -34,8 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._kernels import (_JIT, _ZERO, BLOCK, _gemm_lanes, _lane_matmul, _linear, _linear_rows_parallel, _relu,
-                       _softmax8, _spmm)
+from ._kernels import _JIT, _ZERO, BLOCK, _gemm_lanes, _lane_matmul, _linear, _relu, _softmax8, _spmm
 from ._simd import WIDTH
 from .format import CompactModel, ExportFormatError, SparseTensor, meta_model, read_compact
 
@@ -101,33 +100,31 @@ def _tile_width(group, nodes):  # pragma: no cover - compiled
 
 
 @numba.njit(**_JIT)
-def _features_tile(x, t, group, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, heads, adim, gdim, gc_scale,
-                   gc_shift, feats):  # pragma: no cover - compiled
-    """Everything before fc for samples t*group.. of x: node signals, q|k|gc, attention -> feats."""
-    _, frames, nodes, chans = x.shape
-    b0 = t * group
-    count = min(group, x.shape[0] - b0)
+def _node_features(x, b0, count, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, heads, adim, gdim, gc_scale, gc_shift,
+                   xs, feats):  # pragma: no cover - compiled
+    """Everything before fc for samples b0..b0+count of x in the node-lane layout, in the calling
+    thread: node signals into the tile xs, q|k|gc, attention -> feats (column = sample - b0)."""
+    nodes = x.shape[2]
     row = -(-nodes // WIDTH) * WIDTH
-    xs = np.zeros((frames * chans, _tile_width(group, nodes)), np.float32)
     qkv = np.empty((q_ptr.shape[0] - 1, xs.shape[1]), np.float32)
     probs, mix = np.empty((nodes, row), np.float32), np.empty((gdim, row), np.float32)
     unit = np.array([1.0, 0.0], np.float32)
     _node_signals(x, b0, count, in_scale, in_shift, xs)
     _spmm(q_ptr, q_idx, q_val, q_bias, xs, qkv)
     for g in range(count):
-        _attend(qkv, g * nodes, heads, adim, gdim, gc_scale, gc_shift, feats, b0 + g, probs, mix, unit)
+        _attend(qkv, g * nodes, heads, adim, gdim, gc_scale, gc_shift, feats, g, probs, mix, unit)
 
 
 @numba.njit(**_JIT)
-def _node_signals_lanes(x, b0, count, scale, shift, out, t0, t1):  # pragma: no cover - compiled
-    """Frames t0..t1 of samples b0..b0+count of x as node trajectories, the samples as lanes in
+def _node_signals_lanes(x, b0, count, scale, shift, out):  # pragma: no cover - compiled
+    """Samples b0..b0+count of x as node trajectories, the samples as lanes in
     chunks of WIDTH: out[t*C + c, (s // WIDTH) V WIDTH + v WIDTH + s % WIDTH] (lanes past `count` are
     left as they are). A transpose, one chunk at a time: WIDTH sequential read streams and
     contiguous writes."""
     _, frames, nodes, chans = x.shape
     for g in range(0, count, WIDTH):
         n = min(WIDTH, count - g)
-        for t in range(t0, t1):
+        for t in range(frames):
             for v in range(nodes):
                 col = g * nodes + v * WIDTH
                 for c in range(chans):
@@ -171,68 +168,22 @@ def _lane_features(x, b0, count, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias
     """Everything before fc for samples b0..b0+count of x in the batch-lane layout, in the calling
     thread: node signals into the tile xs, q|k|gc, every head's attention -> feats (column =
     sample - b0; xs and feats zeroed by the caller, so that padding lanes stay finite)."""
-    frames, nodes = x.shape[1], x.shape[2]
+    nodes = x.shape[2]
     qkv = np.empty((q_ptr.shape[0] - 1, xs.shape[1]), np.float32)
     probs = np.empty(nodes * nodes * WIDTH, np.float32)
     unit = np.array([1.0, 0.0], np.float32)
-    _node_signals_lanes(x, b0, count, in_scale, in_shift, xs, 0, frames)
+    _node_signals_lanes(x, b0, count, in_scale, in_shift, xs)
     _spmm(q_ptr, q_idx, q_val, q_bias, xs, qkv)
     for h in range(heads):
         _attend_lanes(qkv, h, -(-count // WIDTH), nodes, heads, adim, gdim, gc_scale, gc_shift, feats, 0, probs, unit)
-
-
-@numba.njit(parallel=True, **_JIT)
-def _forward_lanes(x, lanes, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, heads, adim, gdim, gc_scale, gc_shift,
-                   f_ptr, f_idx, f_val, f_bias, c_ptr, c_idx, c_val, cls_wt, cls_b):  # pragma: no cover - compiled
-    """The whole forward pass in the batch-lane layout -> (batch, classes) logits: tiles of `lanes`
-    samples, each tile start to end (`_lane_features`, fc, classifier) in one thread. One parallel
-    region per call and no data handed between threads (threading the stages one by one instead
-    lost about a quarter of a batch-64 call to the hand-overs: docs/deploy.md)."""
-    batch, nodes = x.shape[0], x.shape[2]
-    logits = np.empty((batch, cls_b.shape[0]), np.float32)
-    for t in numba.prange(-(-batch // lanes)):
-        b0 = t * lanes
-        count = min(lanes, batch - b0)
-        xs = np.zeros((in_scale.shape[0], _lane_width(nodes, lanes)), np.float32)
-        feats = np.zeros((gc_scale.shape[0], -(-lanes // BLOCK) * BLOCK), np.float32)
-        _lane_features(x, b0, count, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, heads, adim, gdim, gc_scale,
-                       gc_shift, xs, feats)
-        logits[b0:b0 + count] = _agcn_head(feats, count, f_ptr, f_idx, f_val, f_bias, c_ptr, c_idx, c_val, cls_wt, cls_b)
-    return logits
-
-
-@numba.njit(**_JIT)
-def _lane_inputs(x, lanes, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, heads, adim, gdim, gc_scale,
-                 gc_shift):  # pragma: no cover - compiled
-    """Per batch-lane tile, what its pruned layers receive (benchmarks): the node-signal tile and fc's
-    input."""
-    batch, nodes = x.shape[0], x.shape[2]
-    n = -(-batch // lanes)
-    tiles = np.zeros((n, in_scale.shape[0], _lane_width(nodes, lanes)), np.float32)
-    feats = np.zeros((n, gc_scale.shape[0], -(-lanes // BLOCK) * BLOCK), np.float32)
-    for t in range(n):
-        b0 = t * lanes
-        _lane_features(x, b0, min(lanes, batch - b0), in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, heads, adim,
-                       gdim, gc_scale, gc_shift, tiles[t], feats[t])
-    return tiles, feats
-
-
-@numba.njit(parallel=True, **_JIT)
-def _features_tiles(x, group, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, heads, adim, gdim, gc_scale,
-                    gc_shift, feats):  # pragma: no cover - compiled
-    """`_features_tile` for every tile, tiles spread over numba's threads."""
-    for t in numba.prange(-(-x.shape[0] // group)):
-        _features_tile(x, t, group, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, heads, adim, gdim, gc_scale,
-                       gc_shift, feats)
 
 
 @numba.njit(**_JIT)
 def _agcn_head(feats, batch, f_ptr, f_idx, f_val, f_bias, c_ptr, c_idx, c_val, cls_wt, cls_b):  # pragma: no cover
     """fc, ReLU and the classifier -> (batch, classes) logits, for one tile's feats (one column per
     sample, padded). One column: the classifier densely, its lanes the classes (cls_wt = its
-    weight transposed, zeros included); several: CSR over the (padded) batch lanes. No BLAS call: its own thread pool
-    would fight numba's for the same cores. (Serial: a function that also holds the parallel
-    calls of `_agcn_head_parallel` was measurably slower per call in development.)"""
+    weight transposed, zeros included); several: CSR over the (padded) batch lanes. No BLAS call: its
+    own thread pool would fight numba's for the same cores."""
     hidden = np.empty((f_ptr.shape[0] - 1, feats.shape[1]), np.float32)
     _linear(f_ptr, f_idx, f_val, f_bias, feats, hidden)
     hidden = np.maximum(hidden, _ZERO)
@@ -246,59 +197,81 @@ def _agcn_head(feats, batch, f_ptr, f_idx, f_val, f_bias, c_ptr, c_idx, c_val, c
 
 
 @numba.njit(**_JIT)
-def _agcn_head_parallel(feats, batch, threads, f_ptr, f_idx, f_val, f_bias, c_ptr, c_idx, c_val,
-                        cls_b):  # pragma: no cover - compiled
-    """`_agcn_head` for batches past one tile: both layers in row blocks over the threads."""
-    hidden = np.empty((f_ptr.shape[0] - 1, feats.shape[1]), np.float32)
-    logits_t = np.empty((cls_b.shape[0], feats.shape[1]), np.float32)
-    _linear_rows_parallel(f_ptr, f_idx, f_val, f_bias, feats, hidden, threads)
-    hidden = np.maximum(hidden, _ZERO)
-    _linear_rows_parallel(c_ptr, c_idx, c_val, cls_b, hidden, logits_t, threads)
-    return np.ascontiguousarray(logits_t[:, :batch].T)
+def _tile_shape(nodes, lanes, lane_layout):  # pragma: no cover - compiled
+    """(columns of the q|k|gc tile, columns of fc's input) for a tile of `lanes` samples."""
+    cols = _lane_width(nodes, lanes) if lane_layout else _tile_width(lanes, nodes)
+    return cols, 1 if lanes == 1 else -(-lanes // BLOCK) * BLOCK
 
 
 @numba.njit(**_JIT)
-def _agcn_tiles(x, in_scale, in_shift):  # pragma: no cover - compiled
-    """The node-lane tiles the forward pass feeds to q|k|gc, all at once (benchmarks)."""
-    batch, frames, nodes, chans = x.shape
-    group = min(batch, GROUP)
-    tiles = np.zeros((-(-batch // group), frames * chans, _tile_width(group, nodes)), np.float32)
-    for t in range(tiles.shape[0]):
-        _node_signals(x, t * group, min(group, batch - t * group), in_scale, in_shift, tiles[t])
-    return tiles
+def _tile_features(x, b0, count, lane_layout, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, heads, adim, gdim,
+                   gc_scale, gc_shift, xs, feats):  # pragma: no cover - compiled
+    if lane_layout:
+        _lane_features(x, b0, count, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, heads, adim, gdim, gc_scale,
+                       gc_shift, xs, feats)
+    else:
+        _node_features(x, b0, count, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, heads, adim, gdim, gc_scale,
+                       gc_shift, xs, feats)
+
+
+@numba.njit(**_JIT)
+def _tile_forward(x, t, lanes, lane_layout, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, heads, adim, gdim,
+                  gc_scale, gc_shift, f_ptr, f_idx, f_val, f_bias, c_ptr, c_idx, c_val, cls_wt, cls_b,
+                  logits):  # pragma: no cover - compiled
+    """Tile t (samples t*lanes..) start to end in the calling thread: features, fc, classifier ->
+    its rows of logits."""
+    b0 = t * lanes
+    count = min(lanes, x.shape[0] - b0)
+    cols, fw = _tile_shape(x.shape[2], lanes, lane_layout)
+    xs = np.zeros((in_scale.shape[0], cols), np.float32)
+    feats = np.zeros((gc_scale.shape[0], fw), np.float32)
+    _tile_features(x, b0, count, lane_layout, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, heads, adim, gdim,
+                   gc_scale, gc_shift, xs, feats)
+    logits[b0:b0 + count] = _agcn_head(feats, count, f_ptr, f_idx, f_val, f_bias, c_ptr, c_idx, c_val, cls_wt, cls_b)
 
 
 @numba.njit(parallel=True, **_JIT)
-def _qkv_tiles_parallel(tiles, q_ptr, q_idx, q_val, q_bias, qkv):  # pragma: no cover - compiled
-    for t in numba.prange(tiles.shape[0]):
-        _spmm(q_ptr, q_idx, q_val, q_bias, tiles[t], qkv[t])
+def _forward_parallel(x, lanes, lane_layout, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, heads, adim, gdim,
+                      gc_scale, gc_shift, f_ptr, f_idx, f_val, f_bias, c_ptr, c_idx, c_val, cls_wt, cls_b,
+                      logits):  # pragma: no cover - compiled
+    """`_tile_forward` for every tile, tiles over numba's threads: one parallel region per call and
+    no data handed between threads (threading the stages one by one instead lost about a quarter
+    of a batch-64 call to the hand-overs: docs/deploy.md)."""
+    for t in numba.prange(-(-x.shape[0] // lanes)):
+        _tile_forward(x, t, lanes, lane_layout, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, heads, adim, gdim,
+                      gc_scale, gc_shift, f_ptr, f_idx, f_val, f_bias, c_ptr, c_idx, c_val, cls_wt, cls_b, logits)
 
 
 @numba.njit(**_JIT)
-def _agcn_pruned_layers(tiles, q_ptr, q_idx, q_val, q_bias, feats, f_ptr, f_idx, f_val, f_bias, qkv,
-                        out):  # pragma: no cover - compiled
-    """The pruned layers alone, as the forward pass runs them for one tile: q|k|gc, then fc, into
-    qkv and out (given: arrays returned from compiled code cost more to box than the layers' work)."""
-    _spmm(q_ptr, q_idx, q_val, q_bias, tiles[0], qkv[0])
-    _linear(f_ptr, f_idx, f_val, f_bias, feats, out)
+def _tile_inputs(x, lanes, lane_layout, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, heads, adim, gdim, gc_scale,
+                 gc_shift):  # pragma: no cover - compiled
+    """Per tile, what its pruned layers receive (benchmarks): the node-signal tile and fc's input."""
+    batch = x.shape[0]
+    n = -(-batch // lanes)
+    cols, fw = _tile_shape(x.shape[2], lanes, lane_layout)
+    tiles = np.zeros((n, in_scale.shape[0], cols), np.float32)
+    feats = np.zeros((n, gc_scale.shape[0], fw), np.float32)
+    for t in range(n):
+        b0 = t * lanes
+        _tile_features(x, b0, min(lanes, batch - b0), lane_layout, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias,
+                       heads, adim, gdim, gc_scale, gc_shift, tiles[t], feats[t])
+    return tiles, feats
 
 
 @numba.njit(**_JIT)
-def _agcn_pruned_layers_parallel(tiles, threads, q_ptr, q_idx, q_val, q_bias, feats, f_ptr, f_idx, f_val, f_bias, qkv,
-                                 out):  # pragma: no cover - compiled
-    """The same for several node-lane tiles (GROUP < batch < BATCH_LANES), threaded as the forward
-    pass threads them: tiles whole, fc in row blocks."""
-    _qkv_tiles_parallel(tiles, q_ptr, q_idx, q_val, q_bias, qkv)
-    _linear_rows_parallel(f_ptr, f_idx, f_val, f_bias, feats, out, threads)
+def _tile_layers(tiles, t, q_ptr, q_idx, q_val, q_bias, feats, f_ptr, f_idx, f_val, f_bias, qkv,
+                 out):  # pragma: no cover - compiled
+    """Tile t's pruned layers alone, as `_tile_forward` runs them: q|k|gc, then fc."""
+    _spmm(q_ptr, q_idx, q_val, q_bias, tiles[t], qkv[t])
+    _linear(f_ptr, f_idx, f_val, f_bias, feats[t], out[t])
 
 
 @numba.njit(parallel=True, **_JIT)
-def _lane_pruned_layers(tiles, q_ptr, q_idx, q_val, q_bias, feats, f_ptr, f_idx, f_val, f_bias, qkv,
-                        out):  # pragma: no cover - compiled
-    """The pruned layers of batch-lane tiles, each tile in one thread as in `_forward_lanes`."""
+def _layers_parallel(tiles, q_ptr, q_idx, q_val, q_bias, feats, f_ptr, f_idx, f_val, f_bias, qkv,
+                     out):  # pragma: no cover - compiled
+    """`_tile_layers` for every tile, tiles over numba's threads as in `_forward_parallel`."""
     for t in numba.prange(tiles.shape[0]):
-        _spmm(q_ptr, q_idx, q_val, q_bias, tiles[t], qkv[t])
-        _spmm(f_ptr, f_idx, f_val, f_bias, feats[t], out[t])
+        _tile_layers(tiles, t, q_ptr, q_idx, q_val, q_bias, feats, f_ptr, f_idx, f_val, f_bias, qkv, out)
 
 
 @dataclass(frozen=True)
@@ -361,21 +334,13 @@ class SparseAttentionGCN(nn.Module):
         self._qkv = (*self.qkv.arrays, self.qkv_bias)
         self.eval()
 
-    def _features(self, x: np.ndarray) -> np.ndarray:
-        """Node lanes (batch < BATCH_LANES): (V*heads*gc_dim, width) fc inputs; width = 1 or the
-        batch padded to BLOCK (for `_spmm`)."""
-        batch = len(x)
-        feats = np.zeros((len(self.gc_scale), 1 if batch == 1 else -(-batch // BLOCK) * BLOCK), np.float32)
-        if batch <= GROUP:  # one tile: skip the threads' start-up and barrier
-            _features_tile(x, 0, batch, *self._front, feats)
-        else:
-            _features_tiles(x, GROUP, *self._front, feats)
-        return feats
-
     @staticmethod
-    def _lane_tile(batch: int) -> int:
-        """Samples per batch-lane tile: LANE_TILE, or half of it while that leaves a thread idle."""
-        return LANE_TILE if batch >= numba.get_num_threads() * LANE_TILE else LANE_TILE // 2
+    def _tiles(batch: int) -> tuple[int, bool]:
+        """(samples per tile, batch-lane layout?): node lanes up to GROUP samples a tile below
+        BATCH_LANES; batch lanes of LANE_TILE, or half of it while that leaves a thread idle."""
+        if batch < BATCH_LANES:
+            return min(batch, GROUP), False
+        return (LANE_TILE if batch >= numba.get_num_threads() * LANE_TILE else LANE_TILE // 2), True
 
     def _checked(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, np.float32)
@@ -384,39 +349,36 @@ class SparseAttentionGCN(nn.Module):
         return x
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """Logits (B, classes) for x (B, T, V, C) float32."""
+        """Logits (B, classes) for x (B, T, V, C) float32. One tile runs in the calling thread
+        (starting the thread pool costs more than it saves there), several over the threads."""
         x = self._checked(x)
-        batch = len(x)
-        if batch >= BATCH_LANES:
-            return _forward_lanes(x, self._lane_tile(batch), *self._front, *self._fc, *self.cls.arrays, self.cls_wt,
-                                  self.cls_b)
-        if batch <= GROUP:
-            return _agcn_head(self._features(x), batch, *self._fc, *self.cls.arrays, self.cls_wt, self.cls_b)
-        return _agcn_head_parallel(self._features(x), batch, numba.get_num_threads(), *self._fc, *self.cls.arrays,
-                                   self.cls_b)
+        lanes, lane_layout = self._tiles(len(x))
+        logits = np.empty((len(x), len(self.cls_b)), np.float32)
+        weights = (*self._front, *self._fc, *self.cls.arrays, self.cls_wt, self.cls_b)
+        if len(x) <= lanes:
+            _tile_forward(x, 0, lanes, lane_layout, *weights, logits)
+        else:
+            _forward_parallel(x, lanes, lane_layout, *weights, logits)
+        return logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.run(x.detach().cpu().numpy()))
 
     def layer_inputs(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """What the pruned layers receive for input x, in this runtime's layouts (benchmarks): the
-        q|k|gc tiles, and fc's input (one (features, columns) array, or one per tile in batch lanes)."""
+        """What the pruned layers receive for input x, per tile, in this runtime's layouts
+        (benchmarks): the q|k|gc tiles and fc's inputs."""
         x = self._checked(x)
-        if len(x) >= BATCH_LANES:
-            return _lane_inputs(x, self._lane_tile(len(x)), *self._front)
-        return _agcn_tiles(x, self.in_scale, self.in_shift), self._features(x)
+        return _tile_inputs(x, *self._tiles(len(x)), *self._front)
 
     def pruned_layers(self, tiles: np.ndarray, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Only the sparse layers, on `layer_inputs(x)`, threaded as `run` threads them: q|k|gc per
-        tile, and fc."""
+        """Only the sparse layers, on `layer_inputs(x)`, threaded as `run` threads them: q|k|gc and
+        fc per tile."""
         qkv = np.empty((len(tiles), len(self.qkv_bias), tiles.shape[2]), np.float32)
-        out = np.empty((*feats.shape[:-2], len(self.fc_bias), feats.shape[-1]), np.float32)
-        if feats.ndim == 3:  # batch lanes: per tile
-            _lane_pruned_layers(tiles, *self._qkv, feats, *self._fc, qkv, out)
-        elif len(tiles) == 1:  # batch <= GROUP: one tile, serial
-            _agcn_pruned_layers(tiles, *self._qkv, feats, *self._fc, qkv, out)
+        out = np.empty((len(tiles), len(self.fc_bias), feats.shape[2]), np.float32)
+        if len(tiles) == 1:
+            _tile_layers(tiles, 0, *self._qkv, feats, *self._fc, qkv, out)
         else:
-            _agcn_pruned_layers_parallel(tiles, numba.get_num_threads(), *self._qkv, feats, *self._fc, qkv, out)
+            _layers_parallel(tiles, *self._qkv, feats, *self._fc, qkv, out)
         return qkv, out
 
 
