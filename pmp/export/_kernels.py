@@ -3,7 +3,7 @@
 - `_spmm` / `_spmv` / `_linear`: a CSR matrix (uint64 row pointers, uint16/uint32 columns) times
   activations laid out (features, columns), or one vector;
 - `_gemm_lanes`: small dense products on 8-lane vectors, register-blocked, with an affine + ReLU
-  epilogue; `_softmax8`, `_exp8`: softmax and exp on vectors; `_lane_matmul`: a small dense
+  epilogue; `_softmax8`, `_exp8`: softmax and exp on vectors; `_dense_matmul`: a small dense
   product in plain loops.
 
 Kernels that hold values in registers are written with the `F32x8` type of `_simd.py`.
@@ -78,7 +78,7 @@ def _spmm(ptr, idx, val, bias, x, out):  # pragma: no cover - compiled
 
 
 @numba.njit(**_JIT)
-def _lane_matmul(w, x, out):  # pragma: no cover - compiled
+def _dense_matmul(w, x, out):  # pragma: no cover - compiled
     """out[i, :] = sum_j w[i, j] * x[j, :], dense, four terms per pass over out[i] (w may be a
     strided view): the batch-1 classifier, whose rows are the classes."""
     n = np.uint64(w.shape[1])

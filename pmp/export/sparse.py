@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._kernels import _JIT, _ZERO, BLOCK, _gemm_lanes, _lane_matmul, _linear, _relu, _softmax8, _spmm
+from ._kernels import _JIT, _ZERO, BLOCK, _gemm_lanes, _dense_matmul, _linear, _relu, _softmax8, _spmm
 from ._simd import WIDTH
 from .format import CompactModel, ExportFormatError, SparseTensor, meta_model, read_compact
 
@@ -189,7 +189,7 @@ def _agcn_head(feats, batch, f_ptr, f_idx, f_val, f_bias, c_ptr, c_idx, c_val, c
     hidden = np.maximum(hidden, _ZERO)
     if feats.shape[1] == 1:
         logits = np.empty((1, cls_b.shape[0]), np.float32)
-        _lane_matmul(hidden.T, cls_wt, logits)
+        _dense_matmul(hidden.T, cls_wt, logits)
         return logits + cls_b
     logits_t = np.empty((cls_b.shape[0], feats.shape[1]), np.float32)
     _spmm(c_ptr, c_idx, c_val, cls_b, hidden, logits_t)
@@ -206,6 +206,7 @@ def _tile_shape(nodes, lanes, lane_layout):  # pragma: no cover - compiled
 @numba.njit(**_JIT)
 def _tile_features(x, b0, count, lane_layout, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, heads, adim, gdim,
                    gc_scale, gc_shift, xs, feats):  # pragma: no cover - compiled
+    """`_lane_features` or `_node_features`, by the tile's layout."""
     if lane_layout:
         _lane_features(x, b0, count, in_scale, in_shift, q_ptr, q_idx, q_val, q_bias, heads, adim, gdim, gc_scale,
                        gc_shift, xs, feats)
