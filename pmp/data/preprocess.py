@@ -1,20 +1,22 @@
 """Turning variable-length sequences into one fixed-size tensor, and training-time augmentation.
 
 `preprocess` is deterministic and runs once per dataset: centre, normalise scale (both from the
-sequence's own frames), resample in time to a fixed length, optionally append velocities.
-`augment` runs on every training batch and draws everything from the caller's generator.
+sequence's own frames), resample in time to a fixed length, compute the input features
+(features.py), optionally average temporal chunks. `augment` runs on every training batch, on
+those features, and draws everything from the caller's generator.
 See docs/data.md for why each choice.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from .base import SkeletonDataset
+from .features import ChannelGroup, InputLayout, check_features, chunk_means, compute_features, input_layout
 
 CENTERS = ("auto", "wrist", "pair", "sequence", "none")
 SCALES = ("auto", "bone", "std", "none")
@@ -28,15 +30,27 @@ class PreprocessConfig:
 
     center: "auto" picks by layout (hand -> "wrist", two_person -> "pair", generic -> "sequence").
     scale: "auto" -> "bone" (mean bone length) when the dataset has edges, else "std".
-    velocity: append frame differences, C' = 2C.
+    features: what each joint's signal holds, in order (features.FEATURES: position, distance,
+    distance_within, distance_cross, bone, angle, motion); `motion` adds one displacement per entry
+    of motion_steps (frames apart). chunks: if > 0, the `frames` resampled frames are averaged into
+    this many temporal chunks. velocity: deprecated alias of appending "motion" (old run folders).
     """
 
     frames: int = 32
     center: str = "auto"
     scale: str = "auto"
+    features: list[str] = field(default_factory=lambda: ["position"])
+    motion_steps: list[int] = field(default_factory=lambda: [1])
+    chunks: int = 0
     velocity: bool = False
 
     def __post_init__(self) -> None:
+        if self.velocity:
+            self.features = [*self.features, "motion"] if "motion" not in self.features else list(self.features)
+            self.velocity = False
+        check_features(list(self.features), list(self.motion_steps))
+        if int(self.chunks) != self.chunks or not 0 <= self.chunks <= self.frames:
+            raise ValueError(f"PreprocessConfig.chunks must be an integer in [0, frames], got {self.chunks!r}")
         if int(self.frames) != self.frames or self.frames < 1:
             raise ValueError(f"PreprocessConfig.frames must be an integer >= 1, got {self.frames!r}")
         if self.center not in CENTERS:
@@ -52,17 +66,20 @@ class AugmentConfig:
     rotate: max degrees about the vertical axis `axis` (y, index 1, for SBU, FPHA and synthetic).
     scale: factor drawn in [1 - scale, 1 + scale]. noise: gaussian std in preprocessed units
     (about one mean bone length). time_warp: crop up to this fraction of the sequence at a random
-    place and stretch the rest back to the full length (speed and offset changes).
+    place and stretch the rest back to the full length (speed and offset changes). swap:
+    probability of exchanging the two persons' joint slots (multi-person layouts; no effect on one).
     """
 
     rotate: float = 0.0
     scale: float = 0.0
     noise: float = 0.0
     time_warp: float = 0.0
+    swap: float = 0.0
     axis: int = 1
 
     def __post_init__(self) -> None:
-        for name, hi in (("rotate", math.inf), ("scale", 1.0), ("noise", math.inf), ("time_warp", 1.0)):
+        for name, hi in (("rotate", math.inf), ("scale", 1.0), ("noise", math.inf), ("time_warp", 1.0),
+                         ("swap", 1.0 + 1e-12)):
             value = getattr(self, name)
             if not 0.0 <= value < hi:
                 raise ValueError(f"AugmentConfig.{name} must be in [0, {hi}), got {value!r}")
@@ -71,11 +88,21 @@ class AugmentConfig:
 
     @property
     def is_identity(self) -> bool:
-        return not (self.rotate or self.scale or self.noise or self.time_warp)
+        return not (self.rotate or self.scale or self.noise or self.time_warp or self.swap)
+
+
+def persons(ds: SkeletonDataset) -> int:
+    return 2 if ds.layout == "two_person" else 1
+
+
+def layout_of(ds: SkeletonDataset, cfg: PreprocessConfig) -> InputLayout:
+    """The channel groups of `preprocess(ds, cfg)` (what augmentation needs), computed from sizes only."""
+    return input_layout(list(cfg.features), ds.num_nodes, ds.num_channels, persons(ds), list(cfg.motion_steps))
 
 
 def preprocess(ds: SkeletonDataset, cfg: PreprocessConfig) -> torch.Tensor:
-    """All sequences of `ds` as one float32 tensor (N, cfg.frames, V, C'), C' = C or 2C with velocity.
+    """All sequences of `ds` as one float32 tensor (N, T', V, C'): T' = cfg.chunks or cfg.frames,
+    C' = layout_of(ds, cfg).channels.
 
     Works on all frames concatenated (per-sequence statistics by segment sums), not sequence by
     sequence: a few large tensor operations instead of thousands of small ones."""
@@ -91,8 +118,11 @@ def preprocess(ds: SkeletonDataset, cfg: PreprocessConfig) -> torch.Tensor:
     x = _center(frames, center, ds.root_joint) / _size(frames, scale, ds.edges or [])[frames.seg, None, None]
     grid = torch.linspace(0, 1, cfg.frames, dtype=torch.float64)
     x = _lerp(x, frames.start[:, None] + (frames.length - 1)[:, None] * grid, frames.last[:, None])
-    if cfg.velocity:
-        x = torch.cat([x, velocity(x)], dim=-1)
+    k = persons(ds)
+    roots = [ds.root_joint + p * (ds.num_nodes // k) for p in range(k)]
+    x = compute_features(x, list(cfg.features), k, ds.edges, roots, list(cfg.motion_steps))
+    if cfg.chunks:
+        x = chunk_means(x, cfg.chunks)
     return x.float()
 
 
@@ -157,21 +187,20 @@ def _lerp(x: torch.Tensor, pos: torch.Tensor, last: torch.Tensor) -> torch.Tenso
     return x[i0] * (1 - w) + x[i1] * w
 
 
-def velocity(x: torch.Tensor) -> torch.Tensor:
-    """Frame differences along time (dim 1), zero at the first frame."""
-    v = torch.zeros_like(x)
-    v[:, 1:] = x[:, 1:] - x[:, :-1]
-    return v
-
-
-def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator,
+            layout: InputLayout | None = None) -> torch.Tensor:
     """Randomly transform a batch (B, T, V, C'); the same generator state gives the same output.
 
-    Rotation and scaling act on every group of 3 channels alike, so velocity channels stay the
-    velocities of the transformed positions."""
+    `layout` (layout_of) says what the channels are: rotation turns every vector group alike (so
+    motion and bones stay those of the rotated positions), scaling multiplies vectors and lengths,
+    swap exchanges the persons. Without it every group of 3 channels is taken as a vector."""
     if cfg.is_identity:
         return x
     b, t, v, c = x.shape
+    if layout is None:
+        if cfg.rotate and c % 3:
+            raise ValueError(f"rotation needs channels in groups of 3 (x, y, z), got C={c}")
+        layout = InputLayout(tuple(ChannelGroup("position", i, 3, "vector") for i in range(0, c - c % 3, 3)))
 
     def uniform(*shape: int) -> torch.Tensor:  # in [-1, 1), drawn on the generator's device
         u = torch.rand(*shape, generator=generator, device=generator.device, dtype=x.dtype)
@@ -185,18 +214,24 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> 
         offset = torch.arange(b, device=x.device)[:, None] * t  # the batch as one run of b * t frames
         pos = offset + start[:, None] + span[:, None] * grid
         x = _lerp(x.reshape(b * t, v, c), pos, offset + t - 1)
-    if cfg.rotate:
-        if c % 3:
-            raise ValueError(f"rotation needs channels in groups of 3 (x, y, z), got C={c}")
+    if cfg.rotate and (vec := layout.indices("vector")):
+        if any(g.size != 3 for g in layout.vector_groups()):
+            raise ValueError(f"rotation needs 3-D vectors (x, y, z), got channel groups {layout.vector_groups()}")
         angle = uniform(b) * math.radians(cfg.rotate)
         i, j = (cfg.axis + 1) % 3, (cfg.axis + 2) % 3  # the plane the rotation turns
         rot = torch.eye(3, dtype=x.dtype, device=x.device).repeat(b, 1, 1)
         rot[:, i, i] = rot[:, j, j] = angle.cos()
         rot[:, i, j], rot[:, j, i] = -angle.sin(), angle.sin()
-        x = torch.einsum("btvgk,bjk->btvgj", x.reshape(b, t, v, c // 3, 3), rot).reshape(b, t, v, c)
+        x = x.clone()
+        x[..., vec] = torch.einsum("btvgk,bjk->btvgj", x[..., vec].reshape(b, t, v, -1, 3), rot).reshape(b, t, v, -1)
     if cfg.scale:
-        x = x * (1 + cfg.scale * uniform(b)).view(b, 1, 1, 1)
+        factor = (1 + cfg.scale * uniform(b)).view(b, 1, 1, 1)
+        sized = layout.indices("vector", "length")
+        x = x * factor if len(sized) == c else x.index_copy(-1, torch.tensor(sized), x[..., sized] * factor)
     if cfg.noise:
         noise = torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype)
         x = x + cfg.noise * noise.to(x.device)
+    if cfg.swap and layout.persons == 2:
+        swapped = torch.cat([x[:, :, v // 2 :], x[:, :, : v // 2]], dim=2)
+        x = torch.where((uniform(b) + 1 < 2 * cfg.swap).view(b, 1, 1, 1), swapped, x)
     return x
