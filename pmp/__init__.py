@@ -6,7 +6,7 @@ the skeleton-action setting of the paper (data, attention GCN, training, sweeps,
 
 from pmp.data import load_dataset
 from pmp.models import create_model, list_models
-from pmp.pruning import METHODS, PMP, Pruner, create_pruner, format_report, sparsity_report
+from pmp.pruning import METHODS, MRMP, PMP, Pruner, create_pruner, format_report, sparsity_report
 
 __version__ = "0.1.0"
 
@@ -19,6 +19,6 @@ def load_sparse(path):  # noqa: ANN001, ANN201  (lazy: keeps `import pmp` light)
 
 
 __all__ = [
-    "METHODS", "PMP", "Pruner", "create_model", "create_pruner", "format_report", "list_models", "load_dataset",
+    "METHODS", "MRMP", "PMP", "Pruner", "create_model", "create_pruner", "format_report", "list_models", "load_dataset",
     "load_sparse", "sparsity_report",
 ]

@@ -103,7 +103,7 @@ def _print_metrics(m: dict[str, Any], run_dir: Path) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from pmp.training import evaluate_run
 
-    m = evaluate_run(args.run_dir, args.data_root)
+    m = evaluate_run(args.run_dir, args.data_root, rate=args.rate)
     names = m["class_names"]
     print(f"split {m['split']}: class-averaged accuracy {100 * m['class_avg_acc']:.2f}%, overall {100 * m['overall_acc']:.2f}%")
     print("per-class accuracy:")
@@ -133,10 +133,25 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.rate is not None:
+        return _export_at_rate(args)
     from pmp.export import export_run
 
     out = export_run(args.run_dir, args.output, fp16=args.fp16, compress=not args.no_compress)
     print(f"exported {args.run_dir} -> {out} ({Path(out).stat().st_size / 1024:.1f} KiB)")
+    return 0
+
+
+def _export_at_rate(args: argparse.Namespace) -> int:
+    """A multi-rate (mrmp) run read at one rate, exported as a .pmp file."""
+    from pmp.export.format import save_compact
+    from pmp.training.multirate import model_at_rate
+
+    if getattr(args, "format", None) == "onnx" or args.output.lower().endswith(".onnx"):
+        raise ValueError("--rate applies to .pmp exports only")
+    model, masks, spec = model_at_rate(args.run_dir, args.rate, args.data_root)
+    out = save_compact(model, spec, masks, args.output, fp16=args.fp16, compress=not args.no_compress)
+    print(f"exported {args.run_dir} at rate {args.rate:g} -> {out} ({Path(out).stat().st_size / 1024:.1f} KiB)")
     return 0
 
 
@@ -201,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--data-root")
     e.add_argument("--json", help="write metrics and the confusion matrix to this JSON file")
+    e.add_argument("--rate", type=float, help="a multi-rate (mrmp) run: evaluate its network at this rate")
     e.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("sweep", help="run a grid of runs (methods x rates x seeds x splits)")
@@ -218,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("export", help="export a finished run to the compact sparse format")
     x.add_argument("run_dir")
+    x.add_argument("--rate", type=float, help="a multi-rate (mrmp) run: export its network at this rate")
+    x.add_argument("--data-root", help="with --rate: the training data, to recalibrate BatchNorm at that rate")
     x.add_argument("-o", "--output", required=True, help="output file (*.pmp)")
     x.add_argument("--no-compress", action="store_true",
                    help="store tensors raw (default: lossless byte-plane DEFLATE where smaller)")

@@ -54,8 +54,13 @@ class Alignment:
 
     name: ClassVar[str]
 
-    def __init__(self, prior: Prior, rate: float):
+    def __init__(self, prior: Prior, rate: float | Sequence[float]):
         self.prior, self.rate = prior, rate
+
+    @property
+    def rates(self) -> list[float]:
+        """The band rate(s) as a list: one for PMP, every training rate for multi-rate pruning."""
+        return [float(self.rate)] if isinstance(self.rate, (int, float)) else [float(r) for r in self.rate]
 
     def __call__(self, w: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -64,11 +69,12 @@ class Alignment:
 class KLAlignment(Alignment):
     name = "kl"
 
-    def __init__(self, prior: Prior, rate: float, bins: int = 32, bandwidth: float = 0.05):
+    def __init__(self, prior: Prior, rate: float | Sequence[float], bins: int = 32, bandwidth: float = 0.05):
         super().__init__(prior, rate)
         probs = {j / bins for j in range(1, bins)}
-        if 0.0 < rate < 1.0:
-            probs |= {(1.0 - rate) / 2.0, (1.0 + rate) / 2.0}
+        for r in self.rates:
+            if 0.0 < r < 1.0:
+                probs |= {(1.0 - r) / 2.0, (1.0 + r) / 2.0}
         cdf = torch.tensor(sorted(probs), dtype=torch.float64)
         self.edges = prior.quantile(cdf)  # (K-1,) finite: every bin has positive mass under Q
         self.q_mass = torch.diff(cdf, prepend=cdf.new_zeros(1), append=cdf.new_ones(1))
@@ -86,7 +92,7 @@ class KLAlignment(Alignment):
 class WassersteinAlignment(Alignment):
     name = "wasserstein"
 
-    def __init__(self, prior: Prior, rate: float):
+    def __init__(self, prior: Prior, rate: float | Sequence[float]):
         super().__init__(prior, rate)
         self._targets: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
 
@@ -107,7 +113,7 @@ class WassersteinAlignment(Alignment):
 ALIGNMENTS: dict[str, type[Alignment]] = {cls.name: cls for cls in (KLAlignment, WassersteinAlignment)}
 
 
-def make_alignment(name: str, prior: Prior, rate: float) -> Alignment:
+def make_alignment(name: str, prior: Prior, rate: float | Sequence[float]) -> Alignment:
     if name not in ALIGNMENTS:
         raise KeyError(f"unknown alignment {name!r}; available: {', '.join(sorted(ALIGNMENTS))}")
     return ALIGNMENTS[name](prior, rate)

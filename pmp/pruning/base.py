@@ -4,7 +4,8 @@ A training loop drives any method with four calls::
 
     pruner = create_pruner("pmp", model, rate=0.98)
     pruner.on_train_start(loss_fn)            # once; SNIP needs a gradient at initialisation
-    loss = task_loss + pruner.penalty()       # every step (zero for most methods)
+    loss = pruner.task_loss(lambda: task_loss(model(x), y))   # mrmp: averaged over several rates
+    loss = loss + pruner.penalty()            # every step (zero for most methods)
     loss.backward(); opt.step()
     if pruner.step(progress):                 # after every optimizer step, progress in [0, 1]
         opt = make_optimizer()                # True: weights were rewound, reset optimizer state
@@ -57,6 +58,11 @@ class Pruner:
     # ----------------------------------------------------------------- hooks (override as needed)
     def on_train_start(self, loss_fn: LossFn) -> None:
         """Called once before the first step with a closure computing the loss on a training batch."""
+
+    def task_loss(self, loss_fn: Callable[[], Any]) -> Any:
+        """The step's task loss from `loss_fn` (one forward pass on the batch): called once here;
+        multi-rate methods call it once per rate and average (see mrmp.py)."""
+        return loss_fn()
 
     def penalty(self) -> torch.Tensor:
         """Extra loss term added to the task loss."""
@@ -196,7 +202,7 @@ register_method(Dense)
 
 
 def create_pruner(method: str, model: nn.Module, rate: float, **options: Any) -> Pruner:
-    """Build a pruning method by its CLI name ("dense", "pmp", "mp", "gmp", "lth", "snip")."""
+    """Build a pruning method by its CLI name ("dense", "pmp", "mrmp", "mp", "gmp", "lth", "snip")."""
     from . import methods  # noqa: F401  (registers the built-in methods)
 
     if method not in METHODS:

@@ -139,7 +139,7 @@ class PMP(Pruner):
         ]
         self._groups = self._make_groups(names, scales)
         # every group is scored against the unit-std prior on samples divided by its std
-        self._align = make_alignment(alignment, standard_prior(prior), self.rate)
+        self._align = make_alignment(alignment, standard_prior(prior), self.alignment_rates())
         self._bandstops: dict[str, BandStop] = {}
         for t in self.targets:
             band = BandStop(self.latent(t.name))
@@ -153,6 +153,10 @@ class PMP(Pruner):
 
     def _latents(self, names: list[str]) -> list[torch.Tensor]:
         return [self.latent(n) for n in names]
+
+    def alignment_rates(self) -> float | list[float]:
+        """The rate(s) whose band edges the alignment term matches (KL bins; Wasserstein ignores them)."""
+        return self.rate
 
     @property
     def priors(self) -> dict[str, Prior]:
@@ -182,14 +186,30 @@ class PMP(Pruner):
         """s_rel(progress): geometric from s_start to s_end, in units of 1 / std(Q)."""
         return self.s_start * (self.s_end / self.s_start) ** progress
 
-    def rate_at(self, progress: float) -> float:
-        """The band's rate: r * (1 - (1 - progress / ramp)^3) up to `ramp`, then r (ramp=0: r throughout).
+    def rate_at(self, progress: float, rate: float | None = None) -> float:
+        """The band's rate for target rate r (default: the pruner's): r * (1 - (1 - progress / ramp)^3)
+        up to `ramp`, then r (ramp=0: r throughout).
 
         A ramp lets the topology be chosen while the weights mature (the cubic of Zhu & Gupta);
         the budget is still exactly r from `ramp` on, and at finalisation."""
+        rate = self.rate if rate is None else rate
         if progress >= self.ramp:
-            return self.rate
-        return self.rate * (1.0 - (1.0 - progress / self.ramp) ** 3)
+            return rate
+        return rate * (1.0 - (1.0 - progress / self.ramp) ** 3)
+
+    @torch.no_grad()
+    def group_edge(self, g: _Group, rate: float) -> float:
+        """The band edge of group `g` at band rate `rate`: the exact quantile of |W^|, or a_Q(rate)."""
+        if self.edge_rule == "empirical":
+            latents = self._latents(g.names)
+            return exact_edge(latents, rate, g.scratch_for(latents))
+        return g.prior.band_edge(rate)
+
+    def set_band(self, edges: list[float]) -> None:
+        """Write one edge per group (and the group's current sharpness) into its band-stops."""
+        for g, edge in zip(self._groups, edges):
+            for n in g.names:
+                self._bandstops[n].set(edge, g.sharpness)
 
     @torch.no_grad()
     def _schedule(self) -> None:
@@ -197,13 +217,8 @@ class PMP(Pruner):
         s_rel, rate = self.sharpness_at(self.progress), self.rate_at(self.progress)
         for g in self._groups:
             g.sharpness = s_rel / g.prior.std
-            if self.edge_rule == "empirical":
-                latents = self._latents(g.names)
-                g.edge = exact_edge(latents, rate, g.scratch_for(latents))
-            else:
-                g.edge = g.prior.band_edge(rate)
-            for n in g.names:
-                self._bandstops[n].set(g.edge, g.sharpness)
+            g.edge = self.group_edge(g, rate)
+        self.set_band([g.edge for g in self._groups])
 
     # ----------------------------------------------------------------- diagnostics
     @torch.no_grad()
@@ -279,8 +294,7 @@ class PMP(Pruner):
         self._groups = self._make_groups([g.names for g in self._groups], [float(s) for s in state["scales"]])
         for g, a, s in zip(self._groups, state["edges"], state["sharpness"]):
             g.edge, g.sharpness = float(a), float(s)
-            for n in g.names:
-                self._bandstops[n].set(g.edge, g.sharpness)
+        self.set_band([g.edge for g in self._groups])
         self.generator.set_state(state["generator"].to(torch.uint8).cpu())
         if state["finalized"] and not self.finalized:
             for t in self.targets:

@@ -35,6 +35,7 @@ from .allocator import keep_freed_memory
 from .checkpoint import atomic_write_json, load_checkpoint, save_checkpoint, save_tensors
 from .config import ExperimentConfig, save_config
 from .metrics import classification_metrics
+from .multirate import model_at_rate, serve_rates
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ class _Run:
             lr = lr_at(self.cfg, (self.step_count - self.phase_start) / phase_len)
             for g in self.optimizer.param_groups:
                 g["lr"] = lr
-            loss, logits = self.batch_loss(self.x_train[idx], self.y_train[idx])
+            loss, logits = self.pruner.task_loss(lambda: self.batch_loss(self.x_train[idx], self.y_train[idx]))
             penalty = self.pruner.penalty()
             self.optimizer.zero_grad(set_to_none=True)
             (loss + penalty).backward()
@@ -237,6 +238,9 @@ class _Run:
         hist_after = latent_histogram(pruner)
         mismatch = pruner.prior_mismatch() if hasattr(pruner, "prior_mismatch") else None
         masks = pruner.finalize()
+        # a multi-rate run: every rate it serves, and latent.safetensors to read any other later
+        served = (serve_rates(pruner, self.model, self.x_train, self.x_test, self.y_test, self.num_classes,
+                              self.run_dir) if getattr(pruner, "serves_rates", False) else None)
         hard = evaluate(self.model, self.x_test, self.y_test, self.num_classes)
         example = self.x_test[:1]
         report = sparsity_report(self.model, masks, example)
@@ -251,10 +255,10 @@ class _Run:
         atomic_write_json(self.run_dir / "model.json", {
             "model": cfg.model.name, "kwargs": self.model_kwargs, "class_names": self.dataset.class_names,
             "preprocess": asdict(cfg.preprocess), "dataset": cfg.data.name, "method": cfg.pruning.method,
-            "rate": cfg.pruning.rate,
+            "rate": pruner.rate,
         })
         metrics = {
-            "dataset": self.dataset.name, "method": cfg.pruning.method, "rate": cfg.pruning.rate,
+            "dataset": self.dataset.name, "method": cfg.pruning.method, "rate": pruner.rate,
             "seed": cfg.train.seed, "split": self.split.name,
             "class_avg_acc": hard.class_avg_acc, "overall_acc": hard.overall_acc,
             "soft_class_avg_acc": soft.class_avg_acc, "soft_overall_acc": soft.overall_acc,
@@ -267,6 +271,7 @@ class _Run:
             "layer_density": {layer["name"]: layer["density"] for layer in report.to_dict()["layers"]},
             "flops": report.to_dict().get("flops"),
             "latent_hist": {"before": self.hist_before, "after": hist_after},
+            **({"rates": served} if served is not None else {}),
         }
         atomic_write_json(self.run_dir / "metrics.json", metrics)
         return metrics
@@ -310,13 +315,14 @@ def load_trained_model(run_dir: Path | str) -> tuple[nn.Module, dict[str, Any]]:
     return model.eval(), spec
 
 
-def evaluate_run(run_dir: Path | str, data_root: str | None = None) -> dict[str, Any]:
-    """Re-evaluate a finished run's final model on its test split (same data and preprocessing)."""
+def evaluate_run(run_dir: Path | str, data_root: str | None = None, rate: float | None = None) -> dict[str, Any]:
+    """Re-evaluate a finished run's final model on its test split (same data and preprocessing);
+    `rate`: a multi-rate run's network at that rate instead (multirate.py)."""
     from .config import load_config
 
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / "config.yaml")
-    model, _ = load_trained_model(run_dir)
+    model = load_trained_model(run_dir)[0] if rate is None else model_at_rate(run_dir, rate, data_root)[0]
     ds = load_dataset(cfg.data.name, data_root or cfg.data.root, **cfg.data.options)
     split = ds.split(cfg.data.split)
     x = preprocess(ds, cfg.preprocess)[torch.as_tensor(split.test)]

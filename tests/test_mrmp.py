@@ -1,0 +1,264 @@
+"""Multi-rate PMP: nested masks, exact counts, serving rates after finalize, training, resume, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file
+from torch import nn
+
+from pmp.cli import main
+from pmp.export import load_sparse
+from pmp.pruning import MRMP, recalibrate_batchnorm
+from pmp.pruning.base import METHODS, create_pruner
+from pmp.pruning.mrmp import log_density_grid, nested_masks
+from pmp.training import apply_overrides, run_experiment
+from pmp.training.config import ExperimentConfig
+from pmp.training.multirate import LATENT, model_at_rate
+from test_pmp import one_thread  # noqa: F401  (autouse: one intra-op thread for tiny ops)
+
+RATES = [0.5, 0.9, 0.95]
+
+
+def net(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 32), nn.ReLU(), nn.BatchNorm1d(32), nn.Linear(32, 24), nn.ReLU(),
+                         nn.Linear(24, 3))
+
+
+def train(model: nn.Module, pruner: MRMP, steps: int = 12) -> None:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 6, generator=gen)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    for i in range(steps):
+        loss = pruner.task_loss(lambda: nn.functional.cross_entropy(model(x), y)) + pruner.penalty()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        pruner.step((i + 1) / steps)
+
+
+def test_registered_and_the_few_line_api() -> None:
+    assert METHODS["mrmp"] is MRMP
+    model = net()
+    pruner = create_pruner("mrmp", model, 0.0, rates=[0.9, 0.5, 0.95], mode="all")
+    assert pruner.rate == 0.95 and pruner.train_rates == RATES  # rate 0: the highest rate served
+    train(model, pruner)
+    zeros = {}
+    for rate in (0.5, 0.7, 0.95):  # unseen 0.7 included; each read after the previous one
+        pruner.finalize(rate=rate)
+        zeros[rate] = [int((model.get_parameter(t.name) == 0).sum()) for t in pruner.targets]
+    assert zeros == {r: [round(r * t.numel) for t in pruner.targets] for r in zeros}
+    json.dumps(pruner.describe())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shapes=st.lists(st.tuples(st.integers(1, 8), st.integers(1, 8)), min_size=1, max_size=3),
+    r1=st.floats(0.0, 0.999),
+    r2=st.floats(0.0, 0.999),
+    scope=st.sampled_from(["layer", "global"]),
+    levels=st.integers(2, 1000),  # few levels: many tied magnitudes
+    seed=st.integers(0, 2**16),
+)
+def test_masks_are_nested_and_exact_for_any_two_rates(shapes, r1, r2, scope, levels, seed) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    latents = {f"w{i}": torch.randint(-levels, levels, s, generator=gen).float() for i, s in enumerate(shapes)}
+    lo, hi = sorted((r1, r2))
+    dense_side, sparse_side = nested_masks(latents, lo, scope), nested_masks(latents, hi, scope)
+    for k in latents:
+        assert not (sparse_side[k] & ~dense_side[k]).any()  # kept at the higher rate => kept at the lower
+    for rate, masks in ((lo, dense_side), (hi, sparse_side)):
+        pruned = [int((~m).sum()) for m in masks.values()]
+        if scope == "layer":
+            assert pruned == [round(rate * m.numel()) for m in masks.values()]
+        else:
+            assert sum(pruned) == round(rate * sum(m.numel() for m in masks.values()))
+
+
+@settings(max_examples=25, deadline=None)
+@given(lo=st.floats(0.0, 0.9), width=st.floats(0.01, 0.09), points=st.integers(1, 8))
+def test_log_density_grid_spans_the_range(lo, width, points) -> None:
+    grid = log_density_grid(lo, lo + width, points)
+    assert len(grid) == points and grid[-1] == pytest.approx(lo + width)
+    assert all(a < b for a, b in zip(grid, grid[1:]))
+    if points > 1:
+        assert grid[0] == pytest.approx(lo)
+
+
+def test_finalize_at_one_rate_then_serve_another() -> None:
+    model = net()
+    pruner = MRMP(model, rates=RATES, mode="sample", samples=2)
+    train(model, pruner)
+    before = {r: pruner.masks_at(r) for r in (0.5, 0.8, 0.95)}
+    latent = {k: v.clone() for k, v in pruner.latent_weights().items()}
+    pruner.finalize(rate=0.95)
+    x = torch.randn(16, 6)
+    for rate in (0.5, 0.8, 0.95):
+        masks = pruner.finalize(rate=rate)
+        assert all(torch.equal(masks[k], before[rate][k]) for k in masks)
+        reference = net()  # same architecture, weights set by hand to latent * mask
+        reference.load_state_dict({k: v for k, v in model.state_dict().items()})
+        with torch.no_grad():
+            for k, w in latent.items():
+                reference.get_parameter(k).copy_(w * masks[k])
+        model.eval(), reference.eval()
+        assert torch.equal(model(x), reference(x))
+    state = pruner.state_dict()  # a finalized pruner's checkpoint keeps the latent weights too
+    restored = MRMP(net(), rates=RATES, mode="sample", samples=2)
+    restored.load_state_dict(state)
+    assert all(torch.equal(restored.masks_at(0.8)[k], before[0.8][k]) for k in latent)
+
+
+def test_task_loss_averages_every_rate_network() -> None:
+    """mode="all": the gradient is the mean of each rate's network's gradient, computed apart."""
+    x, y = torch.randn(32, 6), torch.randint(0, 3, (32,))
+    model = net()
+    pruner = MRMP(model, rates=RATES, mode="all", s_start=5.0, s_end=5.0, ramp=0.0)
+    loss = pruner.task_loss(lambda: nn.functional.cross_entropy(model(x), y))
+    loss.backward()
+    target = pruner.targets[0].name
+    joint = pruner.latent(target).grad.clone()
+    apart = torch.zeros_like(joint)
+    for rate in RATES:
+        single = net()
+        one = MRMP(single, rates=[rate], s_start=5.0, s_end=5.0, ramp=0.0)
+        nn.functional.cross_entropy(single(x), y).backward()
+        apart += one.latent(target).grad / len(RATES)
+    torch.testing.assert_close(joint, apart)
+
+
+def test_sampled_rates_are_deterministic_and_in_range() -> None:
+    a = MRMP(net(), rates=RATES, samples=2, seed=3)
+    b = MRMP(net(), rates=RATES, samples=2, seed=3)
+    draws = [a.step_rates() for _ in range(20)]
+    assert draws == [b.step_rates() for _ in range(20)]
+    assert all(len(d) == 2 and set(d) <= set(RATES) for d in draws)
+    c = MRMP(net(), rate_range=[0.6, 0.99], samples=3)
+    assert all(0.6 <= r <= 0.99 for _ in range(20) for r in c.step_rates())
+    assert MRMP(net(), rate_range=[0.6, 0.99], mode="all", points=4).step_rates() == log_density_grid(0.6, 0.99, 4)
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({}, "exactly one of"),
+    ({"rates": RATES, "rate_range": [0.5, 0.9]}, "exactly one of"),
+    ({"rates": []}, "non-empty"),
+    ({"rate_range": [0.9, 0.5]}, "lo < hi"),
+    ({"rates": RATES, "mode": "some"}, "mode"),
+    ({"rates": RATES, "samples": 4}, "samples"),
+    ({"rates": [0.5, 1.0]}, "[0, 1)"),
+    ({"rates": RATES, "rate": 0.99}, "outside the trained range"),
+    ({"rates": RATES, "eval_rates": [0.3]}, "outside the trained range"),
+])
+def test_invalid_options(kwargs, needle) -> None:
+    rate = kwargs.pop("rate", 0.0)
+    with pytest.raises(ValueError, match=needle.replace("[", r"\[").replace(")", r"\)")):
+        MRMP(net(), rate, **kwargs)
+
+
+def test_masks_at_outside_the_range_is_an_error() -> None:
+    pruner = MRMP(net(), rates=RATES)
+    with pytest.raises(ValueError, match=r"outside the trained range \[0.5, 0.95\]"):
+        pruner.masks_at(0.99)
+
+
+def test_recalibrated_batchnorm_holds_the_inputs_statistics() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.BatchNorm1d(4), nn.Dropout(0.5), nn.BatchNorm1d(4))
+    x = torch.randn(96, 4) * 3 + 1
+    model.train()
+    assert recalibrate_batchnorm(model, [x[i : i + 32] for i in range(0, 96, 32)]) == 2
+    assert model.training and model[0].momentum == 0.1
+    torch.testing.assert_close(model[0].running_mean, x.mean(0))
+    # the second BatchNorm saw the first one's output with dropout off (the network at inference)
+    h = (x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + 1e-5)
+    torch.testing.assert_close(model[2].running_mean, h.mean(0), atol=1e-5, rtol=0)
+
+
+# ----------------------------------------------------------------- runs, resume, CLI
+
+def tiny_mrmp(**overrides) -> ExperimentConfig:
+    base = {
+        "data.name": "synthetic", "data.options": {"seed": 0}, "preprocess.frames": 8,
+        "model.kwargs": {"heads": 2, "attn_dim": 4, "gc_dim": 4, "hidden": 32, "dropout": 0.1},
+        "train.epochs": 3, "train.batch_size": 64, "train.checkpoint_every": 1, "train.eval_every": 2,
+        "train.threads": 1, "pruning.method": "mrmp",
+        "pruning.options": {"rates": RATES, "eval_rates": [0.5, 0.8, 0.9, 0.95]},
+    }
+    base.update(overrides)
+    return apply_overrides(ExperimentConfig(), base)
+
+
+class _Kill(Exception):
+    pass
+
+
+def test_run_reports_every_rate_and_resume_after_kill_matches(tmp_path) -> None:
+    cfg = tiny_mrmp()
+    full = run_experiment(cfg, tmp_path / "full")
+    assert full["rate"] == 0.95 and full["exact_count"]
+    assert list(full["rates"]) == ["0.5", "0.8", "0.9", "0.95"]
+    assert [v["seen"] for v in full["rates"].values()] == [True, False, True, True]
+    assert all(v["exact_count"] for v in full["rates"].values())
+    assert full["rates"]["0.95"]["class_avg_acc"] == full["class_avg_acc"]
+
+    def kill_after_2(epoch, row):
+        if epoch == 2:
+            raise _Kill
+
+    with pytest.raises(_Kill):
+        run_experiment(cfg, tmp_path / "killed", on_epoch_end=kill_after_2)
+    resumed = run_experiment(cfg, tmp_path / "killed")
+    for name in ("model.safetensors", LATENT):
+        a, b = load_file(str(tmp_path / "full" / name)), load_file(str(tmp_path / "killed" / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert resumed["rates"] == full["rates"]
+
+
+@pytest.fixture(scope="module")
+def mrmp_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("mrmp") / "run"
+    run_experiment(tiny_mrmp(), run)
+    return run
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.8, 0.95])
+def test_a_run_read_at_a_rate_is_the_masked_latent_network(mrmp_run, rate) -> None:
+    model, masks, spec = model_at_rate(mrmp_run, rate)
+    latent = load_file(str(mrmp_run / LATENT))
+    metrics = json.loads((mrmp_run / "metrics.json").read_text())
+    assert spec["rate"] == rate
+    for name, m in masks.items():
+        assert int((~m).sum()) == round(rate * m.numel())
+        assert torch.equal(model.get_parameter(name), latent[name] * m)
+    if f"{rate:g}" in metrics["rates"]:  # what the run reported at this rate
+        from pmp.training import evaluate_run
+
+        assert evaluate_run(mrmp_run, rate=rate)["class_avg_acc"] == metrics["rates"][f"{rate:g}"]["class_avg_acc"]
+
+
+def test_cli_eval_export_predict_at_a_rate(mrmp_run, tmp_path, capsys) -> None:
+    rate = 0.8  # not a training rate
+    assert main(["eval", str(mrmp_run), "--rate", str(rate), "--json", str(tmp_path / "m.json")]) == 0
+    evaluated = json.loads((tmp_path / "m.json").read_text())
+    out = tmp_path / "r08.pmp"
+    assert main(["export", str(mrmp_run), "--rate", str(rate), "-o", str(out)]) == 0
+    assert main(["predict", str(out)]) == 0
+    assert f"{100 * evaluated['class_avg_acc']:.2f}%" in capsys.readouterr().out
+
+    model, _, spec = model_at_rate(mrmp_run, rate)
+    sparse = load_sparse(out)
+    assert sparse.spec["rate"] == rate
+    k = spec["kwargs"]
+    x = torch.randn(5, k["in_frames"], k["num_nodes"], k["in_channels"])
+    with torch.no_grad():
+        np.testing.assert_allclose(sparse(x).numpy(), model(x).numpy(), rtol=1e-4, atol=1e-4)
+
+    assert main(["eval", str(mrmp_run), "--rate", "0.99"]) == 2
+    assert "outside the run's trained range [0.5, 0.95]" in capsys.readouterr().err
