@@ -4,9 +4,13 @@ The pruning methods (`PMP` and the baselines) work on any `nn.Module`; the rest 
 the skeleton-action setting of the paper (data, attention GCN, training, sweeps, deployment).
 """
 
-from pmp.data import load_dataset
-from pmp.models import create_model, list_models
-from pmp.pruning import METHODS, MRMP, PMP, Pruner, create_pruner, format_report, sparsity_report
+from pmp.machine import apply_reproducible_env
+
+apply_reproducible_env()  # before torch is imported: torch reads ATEN_CPU_CAPABILITY once (machine.py)
+
+from pmp.data import load_dataset  # noqa: E402
+from pmp.models import create_model, list_models  # noqa: E402
+from pmp.pruning import METHODS, MRMP, PMP, Pruner, create_pruner, format_report, sparsity_report  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -56,13 +56,22 @@ def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     cfg = load_config(args.config) if args.config else ExperimentConfig()
     overrides = {k[4:]: parse_scalar(v) for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}
     overrides.update(parse_set_options(args.set))
+    if overrides.get("data.name", cfg.data.name) != cfg.data.name:  # the file's loader options are not the new one's
+        cfg = apply_overrides(cfg, {"data.options": {}})
     return apply_overrides(cfg, overrides) if overrides else cfg
 
 
+def _dataset_label(name: str) -> str:
+    """A dataset as a folder name: a generic file by its stem (not its path)."""
+    return Path(name).stem if name.endswith(".npz") or Path(name).is_file() else name
+
+
 def _run_name(cfg: ExperimentConfig) -> str:
+    from pmp.experiments.grid import id_part
+
     p = cfg.pruning
     name = "dense" if p.method == "dense" else f"{p.method}_r{p.rate:g}"
-    return f"{name}_s{cfg.train.seed}" + (f"_f{cfg.data.split}".replace(":", "-") if cfg.data.split else "")
+    return f"{name}_s{cfg.train.seed}" + (f"_f{id_part(cfg.data.split)}" if cfg.data.split else "")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -70,10 +79,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pmp.training import run_experiment
 
     cfg = _config_from_args(args)
-    base = Path(args.run_dir) if args.run_dir else Path(cfg.work_dir) / (Path(args.config).stem if args.config else cfg.data.name)
+    label = Path(args.config).stem if args.config else _dataset_label(cfg.data.name)
+    base = Path(args.run_dir) if args.run_dir else Path(cfg.work_dir) / label
     if cfg.data.split != "all":
         run_dir = base if args.run_dir else base / _run_name(cfg)
-        m = run_experiment(cfg, run_dir, progress=not args.quiet, resume=args.resume)
+        m = run_experiment(cfg, run_dir, progress=not args.quiet, resume=args.resume, fresh=args.fresh)
         _print_metrics(m, run_dir)
         return 0
     # every split of the protocol (SBU: the 5 folds), then mean +- std
@@ -82,7 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     for s in splits:
         c = apply_overrides(cfg, {"data.split": s})
         run_dir = base / _run_name(c)
-        results.append(run_experiment(c, run_dir, progress=not args.quiet, resume=args.resume))
+        results.append(run_experiment(c, run_dir, progress=not args.quiet, resume=args.resume, fresh=args.fresh))
         _print_metrics(results[-1], run_dir)
     accs = np.array([r["class_avg_acc"] for r in results])
     summary = {"splits": splits, "class_avg_acc": [float(a) for a in accs],
@@ -207,7 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", nargs="?", help="YAML config (configs/*.yaml); defaults = built-in synthetic data")
     t.add_argument("--run-dir", help="run folder (default: WORK_DIR/<config>/<method>_r<rate>_s<seed>[_f<split>])")
     t.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                   help="continue from the run folder's last checkpoint (default: on)")
+                   help="continue from the run folder's checkpoint of the same config (default: on; "
+                        "--no-resume: refuse to, instead of continuing)")
+    t.add_argument("--fresh", action="store_true",
+                   help="discard the run folder's earlier results and checkpoint (another config's, too) and "
+                        "start over; without it a folder holding another config's results is an error")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_config_flags(t)
     t.set_defaults(func=cmd_train)

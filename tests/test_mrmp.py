@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -262,3 +263,43 @@ def test_cli_eval_export_predict_at_a_rate(mrmp_run, tmp_path, capsys) -> None:
 
     assert main(["eval", str(mrmp_run), "--rate", "0.99"]) == 2
     assert "outside the run's trained range [0.5, 0.95]" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------- sweeps and reports
+
+def test_a_sweep_trains_one_mrmp_run_for_every_rate() -> None:
+    from pmp.experiments.grid import expand_grid, parse_sweep
+
+    spec = parse_sweep({"grid": {"method": ["pmp", "mrmp"], "rate": [0.9, 0.98], "seed": [0, 1]},
+                        "method_overrides": {"mrmp": {"pruning.options": {"rates": [0.9, 0.98]}}}})
+    ids = [r.run_id for r in expand_grid(spec)]
+    assert ids == ["pmp_r0.9_s0", "pmp_r0.9_s1", "pmp_r0.98_s0", "pmp_r0.98_s1", "mrmp_s0", "mrmp_s1"]
+
+
+def test_report_gives_an_mrmp_run_a_cell_at_every_rate(tmp_path) -> None:
+    from pmp.experiments.report import report
+
+    common = {"dataset": "fpha", "split": "1:1", "overall_acc": 0.0, "soft_class_avg_acc": None, "epochs": 10,
+              "wall_s": 1.0, "prunable": 1000, "layer_density": {"l1.weight": 0.1}}
+    served = {f"{r:g}": {"rate": r, "seen": r != 0.8, "class_avg_acc": acc, "overall_acc": acc, "pruned": round(r * 1000)}
+              for r, acc in ((0.5, 0.9), (0.8, 0.8), (0.95, 0.6))}
+    for seed, shift in ((0, 0.0), (1, 0.02)):
+        run = tmp_path / "runs" / f"mrmp_s{seed}"
+        run.mkdir(parents=True)
+        rates = {k: {**v, "class_avg_acc": v["class_avg_acc"] + shift} for k, v in served.items()}
+        run.joinpath("metrics.json").write_text(json.dumps({**common, "method": "mrmp", "rate": 0.95, "seed": seed,
+                                                            "class_avg_acc": rates["0.95"]["class_avg_acc"],
+                                                            "achieved_rate": 0.95, "rates": rates}))
+    pmp_run = tmp_path / "runs" / "pmp_r0.8_s0"
+    pmp_run.mkdir()
+    pmp_run.joinpath("metrics.json").write_text(json.dumps({**common, "method": "pmp", "rate": 0.8, "seed": 0,
+                                                            "class_avg_acc": 0.7, "achieved_rate": 0.8}))
+    rep = report(tmp_path / "runs", tmp_path / "report")
+    cells = {(c.method, c.rate): c for c in rep.cells}
+    assert sorted(cells) == [("mrmp", 0.5), ("mrmp", 0.8), ("mrmp", 0.95), ("pmp", 0.8)]
+    assert cells[("mrmp", 0.8)].n == 2 and cells[("mrmp", 0.8)].mean == pytest.approx(81.0)
+    rows = list(csv.DictReader((tmp_path / "report" / "results.csv").open()))
+    assert {(r["method"], r["rate"], r["seen"]) for r in rows if r["seed"] == "0"} == {
+        ("mrmp", "0.5", "True"), ("mrmp", "0.8", "False"), ("mrmp", "0.95", "True"), ("pmp", "0.8", "")}
+    assert float(next(r for r in rows if r["rate"] == "0.5")["achieved_rate"]) == 0.5
+    assert (tmp_path / "report" / "plots" / "accuracy_fpha.png").stat().st_size > 0

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pmp.machine import check_allocation
+
 from .base import SkeletonDataset, Split
 from .fpha import EDGES
 
@@ -52,6 +54,8 @@ def make_synthetic(
         raise ValueError(
             f"synthetic: need num_sequences >= {3 * len(CLASSES)} and 2 <= min_frames <= max_frames"
         )
+    check_allocation(f"synthetic: {num_sequences} sequences of up to {max_frames} frames",
+                     4 * 8 * num_sequences * max_frames * (len(EDGES) + 1) * 3)  # a tree: joints = edges + 1
     rng = np.random.default_rng(seed)
     n, k, tmax = num_sequences, len(CLASSES), max_frames
     labels = rng.permutation(np.arange(n) % k)

@@ -21,6 +21,8 @@ SHORTHANDS = {"method": "pruning.method", "rate": "pruning.rate", "seed": "train
 #: Run-id prefixes of the shorthand axes, in id order.
 ID_PREFIXES = {"pruning.method": "", "pruning.rate": "r", "train.seed": "s", "data.split": "f"}
 DENSE = "dense"
+#: Methods whose one training serves every rate of a range (pmp.pruning.mrmp): no run per rate.
+MULTI_RATE = {"mrmp"}
 _KEYS = {"name", "base", "out", "grid", "overrides", "method_overrides"}
 
 
@@ -154,7 +156,8 @@ def expand_grid(spec: SweepSpec) -> list[RunSpec]:
     """The cartesian product of the grid, in file order, without duplicates.
 
     Dense runs ignore every `pruning.*` axis (rate included): they are run once per remaining
-    combination, at rate 0, instead of once per rate.
+    combination, at rate 0, instead of once per rate. Multi-rate runs (mrmp) ignore the rate axis:
+    one run per remaining combination reports every rate it serves (its options say which).
     """
     keys = list(spec.grid)
     runs: dict[str, RunSpec] = {}
@@ -164,6 +167,8 @@ def expand_grid(spec: SweepSpec) -> list[RunSpec]:
         if method == DENSE:
             axes = {k: v for k, v in axes.items() if not k.startswith("pruning.")}
             axes = {"pruning.method": DENSE, "pruning.rate": 0.0, **axes}
+        elif method in MULTI_RATE:
+            axes = {k: v for k, v in axes.items() if k != "pruning.rate"}
         rid = run_id(axes)
         if rid in runs:
             if runs[rid].axes != axes:  # distinct values that print alike, e.g. 0.98 and "0.98"

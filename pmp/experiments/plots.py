@@ -25,11 +25,13 @@ def accuracy_vs_density(
     dense: tuple[float, float] | None,
     path: Path,
     title: str,
+    unseen: dict[str, set[float]] | None = None,
 ) -> Path:
     """One line per method over density = 1 - rate on a log axis; dense as a band.
 
     `curves`: method -> (rates, mean accuracies %, stds %); `dense`: (mean %, std %). A NaN std (one run)
     draws no error bar. Density decreases to the right, so the heavier the pruning, the further right.
+    `unseen`: method -> rates a multi-rate method served without training at them (hollow markers).
     """
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot()
@@ -42,8 +44,12 @@ def accuracy_vs_density(
     for method, (rates, means, stds) in curves.items():
         density = 1.0 - np.asarray(rates, dtype=float)
         err = np.nan_to_num(np.asarray(stds, dtype=float))
-        ax.errorbar(density, means, yerr=err, marker="o", capsize=3, label=method)
+        line = ax.errorbar(density, means, yerr=err, marker="o", capsize=3, label=method)
         densities.extend(density)
+        hollow = [i for i, r in enumerate(rates) if r in (unseen or {}).get(method, ())]
+        if hollow:
+            ax.plot(density[hollow], np.asarray(means, dtype=float)[hollow], "o", markerfacecolor="white",
+                    color=line[0].get_color(), label=f"{method}: rates not trained at")
     if densities:
         ax.set_xlim(max(densities) * 1.5, min(densities) / 1.5)  # reversed; also valid for a single rate
         ax.set_xscale("log")

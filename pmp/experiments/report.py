@@ -23,10 +23,10 @@ from .sweep import METRICS, RUN_INFO, read_metrics
 
 COLUMNS = [
     "dataset", "variant", "method", "rate", "seed", "fold", "class_avg_acc", "overall_acc",
-    "soft_class_avg_acc", "achieved_rate", "epochs", "wall_s", "run",
+    "soft_class_avg_acc", "achieved_rate", "epochs", "wall_s", "seen", "run",
 ]  # fmt: skip
 SUMMARY_COLUMNS = ["dataset", "variant", "method", "rate", "n", "mean_acc", "std_acc", "epochs"]
-METHOD_ORDER = ["dense", "pmp", "mp", "gmp", "lth", "snip"]
+METHOD_ORDER = ["dense", "pmp", "mrmp", "mp", "gmp", "lth", "snip"]
 DEFAULT_DENSITY_RATE = 0.98
 
 
@@ -109,7 +109,7 @@ def collect(runs_dir: str | Path) -> tuple[list[RunRecord], list[Path]]:
             fold="" if m.get("split") is None else str(m["split"]),
             run=str(path.parent.relative_to(runs_dir)),
         )
-        records.append(RunRecord(row, m))
+        records += [RunRecord(r, m) for r in _served_rows(row, m)]
     splits: dict[str, set[str]] = defaultdict(set)
     for r in records:
         splits[r.row["dataset"]].add(r.row["fold"])
@@ -118,6 +118,15 @@ def collect(runs_dir: str | Path) -> tuple[list[RunRecord], list[Path]]:
             r.row["fold"] = ""
     records.sort(key=_record_key)
     return records, unreadable
+
+
+def _served_rows(row: dict[str, Any], m: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per rate a multi-rate run (mrmp) serves, marked seen (trained) or not; else `row`."""
+    if not m.get("rates"):
+        return [row]
+    return [{**row, "rate": v["rate"], "class_avg_acc": v["class_avg_acc"], "overall_acc": v["overall_acc"],
+             "soft_class_avg_acc": None, "achieved_rate": v["pruned"] / m["prunable"], "seen": v["seen"]}
+            for v in m["rates"].values()]
 
 
 def summarize(records: list[RunRecord]) -> list[Cell]:
@@ -189,9 +198,14 @@ def _group_plots(
     for method in dict.fromkeys(c.method for c in cells if c.method != "dense"):
         cs = [c for c in cells if c.method == method]  # sorted by rate
         curves[method] = ([c.rate for c in cs], [c.mean for c in cs], [c.std for c in cs])
-    files = [plots.accuracy_vs_density(curves, dense, plot_dir / f"accuracy_{slug}.png", title)]
+    unseen: dict[str, set[float]] = defaultdict(set)  # multi-rate runs' rates outside their training rates
+    for r in records:
+        if r.row.get("seen") is False:
+            unseen[r.row["method"]].add(float(r.row["rate"]))
+    files = [plots.accuracy_vs_density(curves, dense, plot_dir / f"accuracy_{slug}.png", title, unseen)]
 
-    pruned = [r for r in records if r.row["method"] != "dense"]
+    # per-layer densities are recorded at a run's headline rate only (a multi-rate run serves others)
+    pruned = [r for r in records if r.row["method"] != "dense" and r.row["rate"] == r.metrics.get("rate")]
     if not pruned:
         return files
     rate = _closest({float(r.row["rate"]) for r in pruned}, density_rate)

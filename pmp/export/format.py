@@ -12,9 +12,9 @@ exponent bytes of trained float32 weights are far from random, which saves 15-17
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-import os
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,16 +24,19 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.numpy import load as st_load
-from safetensors.numpy import save_file
+from safetensors.numpy import save as st_save
 from torch import nn
 
+from pmp.machine import AllocationError, check_allocation
 from pmp.models import create_model, list_models
+from pmp.training.checkpoint import atomic_write_bytes, tensor_crc
 
 FORMAT = "pmp-sparse"
-VERSION = 2
-READABLE_VERSIONS = (1, 2)  # version 1: no "codecs" entry, every tensor raw
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)  # version 1: no "codecs" entry, every tensor raw; 2: no checksums
 CODEC = "byteplanes-deflate"
 META_KEY = "pmp"  # key of the JSON document in the safetensors `__metadata__`
+SEAL_KEY = "pmp.sha256"  # version 3: SHA-256 of that JSON document, next to it in `__metadata__`
 #: Index encodings of a sparse tensor's kept positions (row-major flat order), see `_encode`.
 INDEX_DTYPES: dict[str, np.dtype] = {"bitmask": np.dtype(np.uint8), "delta8": np.dtype(np.uint8),
                                      "delta16": np.dtype(np.uint16)}
@@ -216,31 +219,32 @@ def save_compact(
             if packed.nbytes < a.nbytes:
                 arrays[name] = packed
                 codecs[name] = {"codec": CODEC, "dtype": a.dtype.name, "shape": list(a.shape)}
+    checksums = {name: _crc(name, a) for name, a in arrays.items()}
     meta = {"format": FORMAT, "version": VERSION, "dtype": np.dtype(vdtype).name, "config": dict(model_spec),
-            "sparse": sparse, "codecs": codecs}
+            "sparse": sparse, "codecs": codecs, "checksums": checksums}
+    text = json.dumps(meta)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    save_file(arrays, str(tmp), metadata={META_KEY: json.dumps(meta)})
-    os.replace(tmp, out)
+    atomic_write_bytes(out, st_save(arrays, metadata={META_KEY: text, SEAL_KEY: hashlib.sha256(text.encode()).hexdigest()}))
     return out
+
+
+def _crc(name: str, a: np.ndarray) -> str:
+    return tensor_crc(name, a.dtype.name, a.shape, np.ascontiguousarray(a).tobytes())
 
 
 def export_run(run_dir: str | Path, out_path: str | Path, *, fp16: bool = False, compress: bool = True) -> Path:
     """Export a finished training run folder (model.json, model.safetensors, masks.safetensors);
     `fp16` and `compress` as in `save_compact`."""
-    from safetensors.torch import load_file
+    from pmp.training.checkpoint import load_tensors
+    from pmp.training.trainer import load_trained_model
 
     run = Path(run_dir)
-    paths = {n: run / n for n in ("model.json", "model.safetensors", "masks.safetensors")}
-    for p in paths.values():
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: missing (is {run} a finished run folder?)")
-    spec = json.loads(paths["model.json"].read_text())
-    model = create_model(spec["model"], **spec["kwargs"])
-    model.load_state_dict(load_file(str(paths["model.safetensors"])))
-    return save_compact(model.eval(), spec, load_file(str(paths["masks.safetensors"])), out_path, fp16=fp16,
-                        compress=compress)
+    for name in ("model.json", "model.safetensors", "masks.safetensors"):
+        if not (run / name).is_file():
+            raise FileNotFoundError(f"{run / name}: missing (is {run} a finished run folder?)")
+    model, spec = load_trained_model(run)
+    return save_compact(model, spec, load_tensors(run / "masks.safetensors"), out_path, fp16=fp16, compress=compress)
 
 
 # ---------------------------------------------------------------- the lossless codec
@@ -330,6 +334,8 @@ def _read_container(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         if offs[1] > data_len:
             raise _fail(path, f"tensor {name!r}: data ends at byte {offs[1]} but only {data_len} data bytes "
                               "are present (truncated file?)")
+    if SEAL_KEY in meta and meta[SEAL_KEY] != hashlib.sha256(str(meta[META_KEY]).encode()).hexdigest():
+        raise _fail(path, f"metadata '{META_KEY}' does not match its checksum '{SEAL_KEY}' (corrupt header)")
     try:
         doc = json.loads(meta[META_KEY])
     except (json.JSONDecodeError, TypeError) as e:
@@ -340,6 +346,8 @@ def _read_container(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         raise _fail(path, f"unreadable safetensors data ({e})") from e
     if not isinstance(doc, dict):
         raise _fail(path, f"metadata '{META_KEY}' is not a JSON object")
+    if doc.get("version", 0) >= 3 and SEAL_KEY not in meta:
+        raise _fail(path, f"version {doc['version']} file without its header checksum '{SEAL_KEY}'")
     return doc, arrays
 
 
@@ -400,6 +408,16 @@ def _sparse_tensor(path: Path, arrays: Mapping[str, np.ndarray], name: str, entr
     return SparseTensor(shape, pos, values.astype(np.float32))
 
 
+def _verify_checksums(path: Path, arrays: Mapping[str, np.ndarray], checksums: dict[str, Any]) -> None:
+    """Version 3: a CRC-32 per stored tensor (name, dtype, shape, bytes), checked before decoding."""
+    if set(checksums) != set(arrays):
+        raise _fail(path, f"header: checksums list {sorted(set(checksums) ^ set(arrays))} that the file's "
+                          "tensors do not (or the other way round)")
+    for name, a in arrays.items():
+        if checksums[name] != _crc(name, a):
+            raise _fail(path, f"tensor {name!r}: checksum mismatch (corrupt file)")
+
+
 def read_compact(path: str | Path) -> CompactModel:
     """Read and fully validate a `.pmp` file; raises ExportFormatError naming file and field."""
     path = Path(path)
@@ -409,6 +427,8 @@ def read_compact(path: str | Path) -> CompactModel:
     if doc.get("version") not in READABLE_VERSIONS:
         raise _fail(path, f"format version {doc.get('version')!r} not supported (this reader: "
                           f"{', '.join(map(str, READABLE_VERSIONS))})")
+    if doc["version"] >= 3:
+        _verify_checksums(path, arrays, _require(path, doc, "checksums", dict, "header"))
     codecs = _require(path, doc, "codecs", dict, "header") if doc["version"] >= 2 else {}
     for name, entry in codecs.items():
         if name not in arrays:
@@ -424,8 +444,13 @@ def read_compact(path: str | Path) -> CompactModel:
         raise _fail(path, f"config: unknown model {model_name!r} (known: {', '.join(list_models())})")
     try:
         shapes = expected_shapes({"model": model_name, "kwargs": kwargs})
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, RuntimeError) as e:  # RuntimeError: e.g. a negative size
         raise _fail(path, f"config: kwargs {kwargs} do not build {model_name!r} ({e})") from e
+    try:  # before anything of that size is allocated
+        check_allocation(f"the model its config describes ({sum(map(math.prod, shapes.values()))} weights)",
+                         4 * sum(map(math.prod, shapes.values())))
+    except AllocationError as e:
+        raise _fail(path, f"config: {e}") from None
     sparse_doc = _require(path, doc, "sparse", dict, "header")
     for name in sparse_doc:
         if name not in shapes:

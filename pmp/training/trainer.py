@@ -3,17 +3,21 @@
 Run folder (CTR-GCN/PYSKL style work dir):
   config.yaml        the resolved config
   log.csv            one row per epoch (loss, penalty, train/test accuracy, lr, time)
-  checkpoints/       last.safetensors + last.json (resume point, atomic)
-  model.json         how to rebuild the model (name, kwargs, classes, preprocessing)
+  checkpoints/       ckpt-<epoch>-<token>.safetensors + last.json, the pointer written last (checkpoint.py)
+  model.json         how to rebuild the model and its input (name, kwargs, classes, data, preprocessing)
   model.safetensors  final weights, pruned entries exactly zero
   masks.safetensors  the final boolean masks by parameter name
   metrics.json       written last: its presence means the run finished
+
+Each of them belongs to one config fingerprint (rundir.py): a request with another config is an
+error, never a silent reuse, and nothing is touched before the whole request has been validated.
 """
 
 from __future__ import annotations
 
 import csv
-import json
+import inspect
+import io
 import logging
 import math
 import time
@@ -27,15 +31,19 @@ from torch import nn
 from tqdm import tqdm
 
 from pmp.data import augment, load_dataset, preprocess
+from pmp.machine import check_allocation, machine_fingerprint
+from pmp.data.preprocess import layout_of
 from pmp.models import create_model
 from pmp.pruning.base import Pruner, create_pruner
 from pmp.pruning.report import sparsity_report
 
 from .allocator import keep_freed_memory
-from .checkpoint import atomic_write_json, load_checkpoint, save_checkpoint, save_tensors
-from .config import ExperimentConfig, save_config
+from .checkpoint import IntegrityError, has_checkpoint, load_checkpoint, load_tensors, read_sealed_json, save_checkpoint, save_tensors
+from .checkpoint import atomic_write_text, write_sealed_json
+from .config import ConfigError, ExperimentConfig, load_config, save_config
 from .metrics import classification_metrics
 from .multirate import model_at_rate, serve_rates
+from .rundir import RunFolderError, check_folder, discard, fingerprint, folder_lock
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +100,37 @@ def latent_histogram(pruner: Pruner, bins: int = 80) -> dict[str, Any]:
     return out
 
 
+def method_options(method: str) -> list[str]:
+    """The keyword options a pruning method's constructor takes (beyond the PruningConfig fields)."""
+    from pmp.pruning.base import METHODS
+
+    skip = {"self", "model", "rate", "scope", "include", "exclude", "exclude_last"}
+    names: set[str] = set()
+    for cls in METHODS[method].__mro__:
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+            names |= {n for n, prm in inspect.signature(init).parameters.items()
+                      if n not in skip and prm.kind in (prm.KEYWORD_ONLY, prm.POSITIONAL_OR_KEYWORD)}
+    return sorted(names)
+
+
+def _check_train_fields(cfg: ExperimentConfig) -> None:
+    t = cfg.train
+    for key, value, low in (("epochs", t.epochs, 1), ("batch_size", t.batch_size, 0), ("threads", t.threads, 0),
+                            ("eval_every", t.eval_every, 0), ("checkpoint_every", t.checkpoint_every, 1)):
+        if value < low:
+            raise ConfigError(f"train.{key}: {value} is below {low}")
+
+
 class _Run:
     """State of one training run; `run_experiment` is the public entry point."""
 
     def __init__(self, cfg: ExperimentConfig, run_dir: Path, progress: bool):
+        """Builds everything the run needs, so that a bad request fails here, before the run
+        folder is touched (`run_experiment`)."""
         self.cfg, self.run_dir, self.progress = cfg, run_dir, progress
+        _check_train_fields(cfg)
+        self.fingerprint = fingerprint(cfg)
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
         keep_freed_memory()  # no page faults on each step's temporaries (allocator.py)
@@ -106,6 +140,9 @@ class _Run:
         ds = load_dataset(cfg.data.name, cfg.data.root, **cfg.data.options)
         self.dataset = ds
         self.split = ds.split(cfg.data.split)
+        self.input_layout = layout_of(ds, cfg.preprocess)  # how augmentation treats each channel
+        check_allocation(f"preprocessing {ds.name} ({len(ds.sequences)} sequences x {cfg.preprocess.frames} frames)",
+                         3 * 8 * len(ds.sequences) * cfg.preprocess.frames * ds.num_nodes * self.input_layout.channels)
         x = preprocess(ds, cfg.preprocess)
         y = torch.as_tensor(ds.labels)
         tr, te = torch.as_tensor(self.split.train), torch.as_tensor(self.split.test)
@@ -116,20 +153,28 @@ class _Run:
             num_nodes=x.shape[2], in_frames=x.shape[1], in_channels=x.shape[3], num_classes=ds.num_classes
         )
         self.model_kwargs.update(cfg.model.kwargs)
+        with torch.device("meta"):  # sizes first: parameters, gradients and two optimizer moments
+            numel = sum(q.numel() for q in create_model(cfg.model.name, **self.model_kwargs).parameters())
+        check_allocation(f"model {cfg.model.name} ({numel} parameters)", 16 * numel)
         self.model = create_model(cfg.model.name, **self.model_kwargs)
         # The optimizer's parameter order is fixed here, before any parametrization moves tensors.
         self.params = list(self.model.parameters())
         p = cfg.pruning
-        self.pruner = create_pruner(
-            p.method, self.model, p.rate, scope=p.scope, include=p.include, exclude=p.exclude,
-            exclude_last=p.exclude_last, **p.options,
-        )
+        try:
+            self.pruner = create_pruner(
+                p.method, self.model, p.rate, scope=p.scope, include=p.include, exclude=p.exclude,
+                exclude_last=p.exclude_last, **p.options,
+            )
+        except TypeError as e:  # an option the method does not take, or a value of the wrong type
+            raise ConfigError(f"pruning.options {p.options}: {e} (options of {p.method!r}: "
+                              f"{', '.join(method_options(p.method)) or 'none'})") from None
         self.total_epochs = cfg.train.epochs * self.pruner.epoch_multiplier
         bs = cfg.train.batch_size or len(self.x_train)
         self.steps_per_epoch = math.ceil(len(self.x_train) / bs)
         self.batch_size = bs
         self.total_steps = self.total_epochs * self.steps_per_epoch
         self.optimizer = make_optimizer(self.params, cfg)
+        lr_at(cfg, 0.0)  # validates the schedule's name now rather than in the first step
         self.shuffle_gen = torch.Generator().manual_seed(cfg.train.seed)
         self.aug_gen = torch.Generator().manual_seed(cfg.train.seed + 1)
         self.step_count, self.phase_start, self.epoch = 0, 0, 0
@@ -160,7 +205,7 @@ class _Run:
 
     # --------------------------------------------------------------- training
     def batch_loss(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(augment(xb, self.cfg.augment, self.aug_gen))
+        logits = self.model(augment(xb, self.cfg.augment, self.aug_gen, self.input_layout))
         loss = nn.functional.cross_entropy(logits, yb, label_smoothing=self.cfg.train.label_smoothing)
         return loss, logits
 
@@ -196,8 +241,8 @@ class _Run:
         return {"lr": lr, "loss": tot_loss / n, "penalty": tot_pen / n, "train_acc": correct / n}
 
     def run(self, resume: bool, on_epoch_end: EpochCallback | None) -> dict[str, Any]:
-        ckpt = self.run_dir / "checkpoints" / "last"
-        if resume and ckpt.with_suffix(".json").is_file():
+        ckpt = self.run_dir / "checkpoints"
+        if resume and has_checkpoint(ckpt):
             self.restore(load_checkpoint(ckpt))
             log.info("resumed %s at epoch %d", self.run_dir, self.epoch)
         else:
@@ -219,7 +264,7 @@ class _Run:
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['train_acc']:.3f}")
             if self.epoch % max(cfg.train.checkpoint_every, 1) == 0 or self.epoch == self.total_epochs:
-                save_checkpoint(self.state(), ckpt)
+                save_checkpoint(self.state(), ckpt, {"fingerprint": self.fingerprint})
                 self.write_log()
             if on_epoch_end is not None:
                 on_epoch_end(self.epoch, row)
@@ -227,10 +272,11 @@ class _Run:
         return self.finish()
 
     def write_log(self) -> None:
-        with open(self.run_dir / "log.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=LOG_FIELDS, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(self.log_rows)
+        text = io.StringIO(newline="")
+        w = csv.DictWriter(text, fieldnames=LOG_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(self.log_rows)
+        atomic_write_text(self.run_dir / "log.csv", text.getvalue())
 
     def finish(self) -> dict[str, Any]:
         cfg, pruner = self.cfg, self.pruner
@@ -249,13 +295,17 @@ class _Run:
         # the exact count of the method's scope: round(r * N) per tensor, or over all tensors
         expected = (round(pruner.rate * total) if pruner.scope == "global"
                     else sum(round(pruner.rate * m.numel()) for m in masks.values()))
+        emptied = sorted(k for k, m in masks.items() if m.numel() and not m.any())
+        if emptied:  # legal, but the layer's output no longer depends on its input
+            log.warning("%s: the budget pruned every weight of %s", self.run_dir, ", ".join(emptied))
 
         save_tensors(self.model.state_dict(), self.run_dir / "model.safetensors")
         save_tensors({k: v.to(torch.uint8) for k, v in masks.items()}, self.run_dir / "masks.safetensors")
-        atomic_write_json(self.run_dir / "model.json", {
+        write_sealed_json(self.run_dir / "model.json", {
             "model": cfg.model.name, "kwargs": self.model_kwargs, "class_names": self.dataset.class_names,
             "preprocess": asdict(cfg.preprocess), "dataset": cfg.data.name, "method": cfg.pruning.method,
             "rate": pruner.rate,
+            "data": {"name": cfg.data.name, "options": cfg.data.options, "split": self.split.name},
         })
         metrics = {
             "dataset": self.dataset.name, "method": cfg.pruning.method, "rate": pruner.rate,
@@ -272,8 +322,9 @@ class _Run:
             "flops": report.to_dict().get("flops"),
             "latent_hist": {"before": self.hist_before, "after": hist_after},
             **({"rates": served} if served is not None else {}),
+            "emptied_tensors": emptied, "fingerprint": self.fingerprint, "machine": machine_fingerprint(),
         }
-        atomic_write_json(self.run_dir / "metrics.json", metrics)
+        write_sealed_json(self.run_dir / "metrics.json", metrics)
         return metrics
 
 
@@ -283,45 +334,68 @@ def run_experiment(
     progress: bool = False,
     resume: bool = True,
     on_epoch_end: EpochCallback | None = None,
+    fresh: bool = False,
 ) -> dict[str, Any]:
-    """Train and evaluate one configuration in `run_dir`; resumes from its last checkpoint if present.
+    """Train and evaluate one configuration in `run_dir`; resumes from its checkpoint if it has one
+    of the same config (its fingerprint), and returns a finished run's metrics without retraining.
 
+    The whole request is validated (data, split, model, method and options) before the folder is
+    created or touched; results of another config raise RunFolderError unless `fresh` discards
+    them. `resume=False` refuses to continue a checkpoint instead of silently overwriting it.
     Returns the metrics also written to `run_dir/metrics.json`."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "metrics.json").unlink(missing_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    return _Run(cfg, run_dir, progress).run(resume, on_epoch_end)
+    run = _Run(cfg, run_dir, progress)
+    with folder_lock(run_dir, "pmp train"):
+        if fresh:
+            discard(run_dir)
+        state = check_folder(run_dir, cfg, run.fingerprint)
+        if state == "finished":
+            log.warning("%s: already finished with this config; its results are reported (--fresh retrains)", run_dir)
+            return load_run_metrics(run_dir)
+        if state == "resume" and not resume:
+            raise RunFolderError(f"{run_dir}: holds a checkpoint of this run; resume it, or pass --fresh to discard it")
+        if state == "new":
+            save_config(cfg, run_dir / "config.yaml")
+        return run.run(resume, on_epoch_end)
 
 
 def load_run_metrics(run_dir: Path | str) -> dict[str, Any]:
     path = Path(run_dir) / "metrics.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no metrics (run not finished?)")
-    return json.loads(path.read_text())
+    return read_sealed_json(path)
 
 
 def load_trained_model(run_dir: Path | str) -> tuple[nn.Module, dict[str, Any]]:
-    """The final (pruned) model of a finished run, rebuilt from model.json + model.safetensors."""
-    from safetensors.torch import load_file
-
+    """The final (pruned) model of a finished run, rebuilt from model.json + model.safetensors,
+    both verified (checksums); any defect is an IntegrityError naming the file."""
     run_dir = Path(run_dir)
-    spec_path = run_dir / "model.json"
+    spec_path, weights = run_dir / "model.json", run_dir / "model.safetensors"
     if not spec_path.is_file():
         raise FileNotFoundError(f"{spec_path}: missing (is {run_dir} a finished run folder?)")
-    spec = json.loads(spec_path.read_text())
-    model = create_model(spec["model"], **spec["kwargs"])
-    model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
+    spec = read_sealed_json(spec_path)
+    if not isinstance(spec.get("model"), str) or not isinstance(spec.get("kwargs"), dict):
+        raise IntegrityError(f"{spec_path}: needs 'model' (a name) and 'kwargs' (a mapping)")
+    try:
+        model = create_model(spec["model"], **spec["kwargs"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise IntegrityError(f"{spec_path}: does not describe a model ({e})") from e
+    try:
+        model.load_state_dict(load_tensors(weights))
+    except RuntimeError as e:  # names or shapes of the file differ from the model's
+        raise IntegrityError(f"{weights}: does not fit {spec_path.name} ({e})") from e
     return model.eval(), spec
 
 
 def evaluate_run(run_dir: Path | str, data_root: str | None = None, rate: float | None = None) -> dict[str, Any]:
     """Re-evaluate a finished run's final model on its test split (same data and preprocessing);
     `rate`: a multi-rate run's network at that rate instead (multirate.py)."""
-    from .config import load_config
-
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / "config.yaml")
+    recorded = load_run_metrics(run_dir).get("fingerprint") if (run_dir / "metrics.json").is_file() else None
+    if recorded is not None and fingerprint(cfg) != recorded:
+        raise IntegrityError(f"{run_dir / 'config.yaml'}: not the config of the run's results (modified or "
+                             "corrupt; or the dataset file changed)")
     model = load_trained_model(run_dir)[0] if rate is None else model_at_rate(run_dir, rate, data_root)[0]
     ds = load_dataset(cfg.data.name, data_root or cfg.data.root, **cfg.data.options)
     split = ds.split(cfg.data.split)
