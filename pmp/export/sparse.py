@@ -36,7 +36,8 @@ from torch import nn
 
 from ._kernels import _JIT, _ZERO, BLOCK, _gemm_lanes, _dense_matmul, _linear, _relu, _softmax8, _spmm
 from ._simd import WIDTH
-from .format import CompactModel, ExportFormatError, SparseTensor, meta_model, read_compact
+from .format import CompactModel, SparseTensor, meta_model, read_compact
+from .generic import SparseGeneric
 
 #: Batches of this many samples or more run in the batch-lane layout (the samples as vector lanes);
 #: smaller ones in node lanes. fc's input is padded to a multiple of BLOCK samples.
@@ -383,18 +384,17 @@ class SparseAttentionGCN(nn.Module):
         return qkv, out
 
 
-#: Sparse runtimes by model name (the `model` field of the config).
+#: Hand-tuned sparse runtimes by model name (the `model` field of the config); every other
+#: registered model runs on the generic one (pmp/export/generic.py).
 RUNTIMES: dict[str, Callable[[CompactModel], nn.Module]] = {"agcn": SparseAttentionGCN}
 
 
-def load_sparse(path: str | Path) -> nn.Module:
-    """The inference module for a `.pmp` file, validated first (ExportFormatError otherwise)."""
+def load_sparse(path: str | Path, generic: bool = False) -> nn.Module:
+    """The inference module for a `.pmp` file, validated first (ExportFormatError otherwise): the
+    model's hand-tuned runtime if it has one (unless `generic`), else the generic one."""
     compact = read_compact(path)
-    runtime = RUNTIMES.get(compact.spec["model"])
-    if runtime is None:
-        raise ExportFormatError(f"{compact.path}: no sparse runtime for model {compact.spec['model']!r} "
-                                f"(have: {', '.join(sorted(RUNTIMES))})")
-    return runtime(compact)
+    runtime = None if generic else RUNTIMES.get(compact.spec["model"])
+    return (runtime or SparseGeneric)(compact)
 
 
 def predict(module: nn.Module, x: np.ndarray | torch.Tensor) -> np.ndarray:

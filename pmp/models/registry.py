@@ -7,16 +7,28 @@ from typing import Any, Callable
 from torch import nn
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+_DATASET_FIELDS: dict[str, tuple[str, ...]] = {}
 
 
-def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+def register_model(name: str, dataset_fields: tuple[str, ...] = ()) -> Callable[[Callable[..., nn.Module]],
+                                                                              Callable[..., nn.Module]]:
+    """Register a model factory. `dataset_fields`: dataset attributes (e.g. "edges") the trainer
+    passes as kwargs of the same name, for models that need more of the data than its sizes."""
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _MODELS:
             raise ValueError(f"model {name!r} registered twice")
         _MODELS[name] = fn
+        _DATASET_FIELDS[name] = tuple(dataset_fields)
         return fn
 
     return deco
+
+
+def model_dataset_fields(name: str) -> tuple[str, ...]:
+    """The dataset attributes model `name` takes as kwargs (see `register_model`)."""
+    if name not in _MODELS:
+        raise KeyError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    return _DATASET_FIELDS[name]
 
 
 def list_models() -> list[str]:

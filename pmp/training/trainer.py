@@ -33,7 +33,7 @@ from tqdm import tqdm
 from pmp.data import augment, load_dataset, preprocess
 from pmp.machine import check_allocation, machine_fingerprint
 from pmp.data.preprocess import layout_of
-from pmp.models import create_model
+from pmp.models import create_model, model_dataset_fields
 from pmp.pruning.base import Pruner, create_pruner
 from pmp.pruning.report import sparsity_report
 
@@ -152,6 +152,8 @@ class _Run:
         self.model_kwargs = dict(
             num_nodes=x.shape[2], in_frames=x.shape[1], in_channels=x.shape[3], num_classes=ds.num_classes
         )
+        for name in model_dataset_fields(cfg.model.name):  # e.g. the skeleton's edges for stgcn
+            self.model_kwargs[name] = getattr(ds, name)
         self.model_kwargs.update(cfg.model.kwargs)
         with torch.device("meta"):  # sizes first: parameters, gradients and two optimizer moments
             numel = sum(q.numel() for q in create_model(cfg.model.name, **self.model_kwargs).parameters())
