@@ -137,14 +137,15 @@ def load_sweep(path: str | Path) -> SweepSpec:
     return parse_sweep(data, path)
 
 
-def _format(value: Any) -> str:
+def id_part(value: Any) -> str:
+    """A value as part of a folder name: one path component, no separators."""
     text = f"{value:g}" if isinstance(value, float) else str(value)
     return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-")
 
 
 def run_id(axes: dict[str, Any]) -> str:
     """Readable, stable folder name: `pmp_r0.98_s0_f3`, plus a short hash of any other axes."""
-    parts = [ID_PREFIXES[k] + _format(axes[k]) for k in ID_PREFIXES if k in axes]
+    parts = [ID_PREFIXES[k] + id_part(axes[k]) for k in ID_PREFIXES if k in axes]
     extra = extra_axes(axes)
     if extra:
         digest = hashlib.sha1(json.dumps(extra, sort_keys=True, default=str).encode()).hexdigest()[:6]
