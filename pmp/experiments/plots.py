@@ -44,9 +44,10 @@ def accuracy_vs_density(
     for method, (rates, means, stds) in curves.items():
         density = 1.0 - np.asarray(rates, dtype=float)
         err = np.nan_to_num(np.asarray(stds, dtype=float))
-        line = ax.errorbar(density, means, yerr=err, marker="o", capsize=3, label=method)
-        densities.extend(density)
         hollow = [i for i, r in enumerate(rates) if r in (unseen or {}).get(method, ())]
+        filled = [i for i in range(len(rates)) if i not in hollow]
+        line = ax.errorbar(density, means, yerr=err, marker="o", markevery=filled, capsize=3, label=method)
+        densities.extend(density)
         if hollow:
             ax.plot(density[hollow], np.asarray(means, dtype=float)[hollow], "o", markerfacecolor="white",
                     color=line[0].get_color(), label=f"{method}: rates not trained at")
