@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,ray]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,ray,onnx,tensorboard]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -128,8 +128,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from pmp.experiments import run_sweep
 
-    result = run_sweep(args.spec, out_dir=args.out, workers=args.workers,
-                       backend="ray" if args.ray else "local", ray_address=args.ray, data_root=args.data_root)
+    result = run_sweep(args.spec, out_dir=args.out, workers=args.workers, backend="ray" if args.ray else "local",
+                       ray_address=args.ray, data_root=args.data_root, fresh=args.fresh)
     print(result.summary() if hasattr(result, "summary") else result)
     return 0 if not getattr(result, "failed", None) else 1
 
@@ -145,9 +145,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     if args.rate is not None:
         return _export_at_rate(args)
-    from pmp.export import export_run
+    fmt = args.format or ("onnx" if args.output.lower().endswith(".onnx") else "pmp")
+    if fmt == "onnx":
+        from pmp.export.onnx import export_onnx
 
-    out = export_run(args.run_dir, args.output, fp16=args.fp16, compress=not args.no_compress)
+        if args.fp16 or args.no_compress:
+            raise ValueError("--fp16 and --no-compress apply to .pmp files only")
+
+        out = export_onnx(args.run_dir, args.output, sparse=args.onnx_sparse)
+    else:
+        from pmp.export import export_run
+
+        out = export_run(args.run_dir, args.output, fp16=args.fp16, compress=not args.no_compress)
     print(f"exported {args.run_dir} -> {out} ({Path(out).stat().st_size / 1024:.1f} KiB)")
     return 0
 
@@ -237,7 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("spec", help="sweep YAML (configs/sweeps/*.yaml)")
     s.add_argument("--out", help="sweep folder (default: the spec's `out`)")
     s.add_argument("--workers", type=int, help="runs in flight (default: 2 local workers; with Ray, every CPU of the cluster)")
-    s.add_argument("--ray", metavar="ADDRESS", help="run on Ray: 'auto' or a cluster address (needs pmp[ray])")
+    s.add_argument("--ray", metavar="ADDRESS",
+                   help="run on Ray (needs pmp[ray]): 'local' (a private instance on 127.0.0.1), 'auto' (the "
+                        "cluster running on this machine) or a cluster address")
+    s.add_argument("--fresh", action="store_true",
+                   help="retrain finished runs that were made with another config (default: refuse to start)")
     s.add_argument("--data-root")
     s.set_defaults(func=cmd_sweep)
 
@@ -246,11 +259,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output folder (default: RUNS_DIR/report)")
     r.set_defaults(func=cmd_report)
 
-    x = sub.add_parser("export", help="export a finished run to the compact sparse format")
+    x = sub.add_parser("export", help="export a finished run: compact sparse .pmp file, or ONNX")
     x.add_argument("run_dir")
     x.add_argument("--rate", type=float, help="a multi-rate (mrmp) run: export its network at this rate")
     x.add_argument("--data-root", help="with --rate: the training data, to recalibrate BatchNorm at that rate")
-    x.add_argument("-o", "--output", required=True, help="output file (*.pmp)")
+    x.add_argument("-o", "--output", required=True, help="output file (*.pmp or *.onnx)")
+    x.add_argument("--format", choices=("pmp", "onnx"),
+                   help="pmp: compact sparse file for pmp's runtime; onnx: the masked dense graph for ONNX Runtime "
+                        "and other ONNX consumers (needs pmp[onnx]); default: by the output's suffix")
+    x.add_argument("--onnx-sparse", action="store_true",
+                   help="onnx: store pruned weights as ONNX sparse tensors (smaller file, same graph)")
     x.add_argument("--no-compress", action="store_true",
                    help="store tensors raw (default: lossless byte-plane DEFLATE where smaller)")
     x.add_argument("--fp16", action="store_true",
@@ -284,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, KeyError, ValueError) as e:
+    except (ConfigError, FileNotFoundError, ImportError, KeyError, ValueError) as e:
         print(f"pmp {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -412,6 +412,8 @@ def test_run_benchmark_writes_the_result_file(tmp_path):
     r = res["0.99"]
     for b in ("batch1", "batch64"):
         assert r[b]["layers_speedup"] > 0 and r[b]["model_speedup"] > 0
+        assert r[b]["ort_model_speedup"] == pytest.approx(r[b]["ort_model_us"] / r[b]["sparse_model_us"], rel=0.01)
+    assert r["ort_max_abs_diff"] < 1e-5 and r["onnx_bytes"] > r["dense_bytes"] / 2
     assert r["max_abs_diff"] < 1e-5 and r["all_layers"]["max_abs_diff"] < 1e-5
     assert r["size_ratio"] == round(r["dense_bytes"] / r["sparse_bytes"], 2)
     # the dense classifier caps the default export; pruned too, the file is 1% of the weights
@@ -475,13 +477,15 @@ def test_rejects_bad_codec_entries(exported, tmp_path):
 @pytest.mark.parametrize("name", ["fpha", "sbu"])
 def test_sparse_runtime_on_real_sequences(data_root, tmp_path, name):
     """The real datasets' preprocessed sequences (joint counts 21 and 30, every batch layout as
-    `pmp predict` feeds them) give the masked dense model's logits."""
-    from pmp.data import PreprocessConfig, load_dataset, preprocess
+    `pmp predict` feeds them, with the input features of the dataset's default config) give the
+    masked dense model's logits."""
+    from pmp.data import load_dataset, preprocess
+    from pmp.training.config import load_config
 
     ds = load_dataset(name, data_root)
-    x = preprocess(ds, PreprocessConfig(frames=16))
+    x = preprocess(ds, load_config(Path(__file__).parents[1] / "configs" / f"{name}.yaml").preprocess)
     x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:300]]
-    kwargs = dict(num_nodes=x.shape[2], in_frames=16, in_channels=x.shape[3], num_classes=ds.num_classes, heads=4,
+    kwargs = dict(num_nodes=x.shape[2], in_frames=x.shape[1], in_channels=x.shape[3], num_classes=ds.num_classes, heads=4,
                   attn_dim=8, gc_dim=8, hidden=64)
     model = _model(kwargs)
     masks = magnitude_prune(model, 0.98)

@@ -1,6 +1,7 @@
-"""Dense torch vs the sparse runtime on this CPU: latency (whole network, pruned layers alone) and
-file size. Timings alternate dense and sparse in blocks of calls, so both see the same machine
-load on a shared box, and report medians; a second pass alternates call by call (`interleaved`)."""
+"""Dense torch, dense ONNX Runtime and the sparse runtime on this CPU: latency (whole network,
+pruned layers alone) and file size. Timings alternate the implementations in blocks of calls, so
+all see the same machine load on a shared box, and report medians; a second pass alternates call
+by call (`interleaved`). ONNX Runtime is the bar a deployer would use for the dense network."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from pmp.pruning.masks import topk_masks
 from pmp.pruning.targets import get_module, select_targets
 
 from .format import index_sizes, save_compact
+from .onnx import ort_session, to_onnx
 from .sparse import load_sparse
 
 #: Calls in a row per implementation in the steady-state timing (the first of each is not timed).
@@ -108,10 +110,12 @@ def _check_timing(repeats: int, block: int) -> None:
 def _speedups(times: dict[str, np.ndarray]) -> dict[str, Any]:
     """Medians (us), speedups (dense / sparse) and the unpruned operations' share of each network."""
     t = {k: float(np.median(v)) for k, v in times.items()}
+    ort = {"ort_model_speedup": round(t["ort_model"] / t["sparse_model"], 2)} if "ort_model" in t else {}
     return {
         **{f"{k}_us": round(v, 1) for k, v in t.items()},
         "layers_speedup": round(t["dense_layers"] / t["sparse_layers"], 2),
         "model_speedup": round(t["dense_model"] / t["sparse_model"], 2),
+        **ort,
         "dense_unpruned_share": round(max(0.0, 1 - t["dense_layers"] / t["dense_model"]), 3),
         "sparse_unpruned_share": round(max(0.0, 1 - t["sparse_layers"] / t["sparse_model"]), 3),
     }
@@ -132,10 +136,13 @@ def bench_inference(
     repeats: int = 200,
     seed: int = 0,
     block: int = BLOCK_CALLS,
+    ort: Any | None = None,
 ) -> dict[str, Any]:
     """Latency of the masked dense model (torch) vs `sparse_module` (from `load_sparse`), whole
     network and pruned layers alone, medians of `repeats`; plus the unpruned operations' share of
-    each network's time and the two file sizes. Speedup = dense time / sparse time.
+    each network's time and the two file sizes. Speedup = dense time / sparse time. With `ort`
+    (an ONNX Runtime session of the same masked dense model, `ort_session`), its whole-network time
+    too, `ort_model_us`, and `ort_model_speedup` = ONNX Runtime time / sparse time.
 
     The headline figures time each implementation in its steady state, in alternating blocks of
     `block` calls (both see the same machine load); `interleaved` repeats the measurement with
@@ -157,6 +164,9 @@ def bench_inference(
             "dense_layers": lambda: [m(i) for m, i in zip(layers, dense_in)],
             "sparse_layers": lambda: sparse_module.pruned_layers(*sparse_in),
         }
+        if ort is not None:
+            feed = {ort.get_inputs()[0].name: x.numpy()}
+            fns["ort_model"] = lambda: ort.run(None, feed)
         with torch.inference_mode():
             steady = _alternating_times(fns, repeats, block)
             switched = _alternating_times(fns, repeats, 1)
@@ -166,6 +176,7 @@ def bench_inference(
             "min_us": {k: round(v, 1) for k, v in fastest.items()},
             "layers_speedup_of_min": round(fastest["dense_layers"] / fastest["sparse_layers"], 2),
             "model_speedup_of_min": round(fastest["dense_model"] / fastest["sparse_model"], 2),
+            **({"ort_model_speedup_of_min": round(fastest["ort_model"] / fastest["sparse_model"], 2)} if ort else {}),
             "interleaved": _speedups(switched),
         }
     dense_bytes = _dense_bytes(model_dense)
@@ -194,7 +205,17 @@ def _machine() -> dict[str, Any]:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "numba_threads": numba.get_num_threads(), "numba_threading_layer": _threading_layer(),
-            "python": platform.python_version(), "torch": torch.__version__, "numba": numba.__version__}
+            "python": platform.python_version(), "torch": torch.__version__, "numba": numba.__version__,
+            "onnxruntime": _version("onnxruntime")}
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 def _threading_layer() -> str:
@@ -207,9 +228,10 @@ def _threading_layer() -> str:
 def run_benchmark(rates: Iterable[float] = (0.9, 0.95, 0.98, 0.99), out_path: str | Path | None = None,
                   repeats: int = 200, seed: int = 0, threads: int | None = None,
                   block: int = BLOCK_CALLS) -> dict[str, Any]:
-    """Prune the default agcn by magnitude at each rate, export, load sparse, and bench it against
-    the masked dense model; writes the result as JSON to `out_path` if given. `threads` sets torch's
-    and numba's thread counts (default: leave the machine's defaults)."""
+    """Prune the default agcn by magnitude at each rate, export (.pmp and ONNX), load sparse, and
+    bench it against the masked dense model in torch and in ONNX Runtime; writes the result as JSON
+    to `out_path` if given. `threads` sets torch's, numba's and ONNX Runtime's thread counts
+    (default: the machine's defaults; ONNX Runtime gets torch's count)."""
     _check_timing(repeats, block)
     start = time.perf_counter()
     if threads is not None:
@@ -227,11 +249,15 @@ def run_benchmark(rates: Iterable[float] = (0.9, 0.95, 0.98, 0.99), out_path: st
             half = save_compact(model, spec, masks, Path(tmp) / f"agcn_{rate:g}_fp16.pmp", fp16=True)
             module = load_sparse(path)
             x = torch.randn(8, *module.input_shape)
+            onnx_path = to_onnx(model, x[:2], Path(tmp) / f"agcn_{rate:g}.onnx")
+            session = ort_session(onnx_path)
             with torch.no_grad():
                 err = float((model(x) - module(x)).abs().max())
                 err_half = float((model(x) - load_sparse(half)(x)).abs().max())
-            entry = bench_inference(model, module, repeats=repeats, seed=seed, block=block)
+            entry = bench_inference(model, module, repeats=repeats, seed=seed, block=block, ort=session)
             entry.update(
+                ort_max_abs_diff=float(np.abs(session.run(None, {"x": x.numpy()})[0] - model(x).detach().numpy()).max()),
+                onnx_bytes=onnx_path.stat().st_size,
                 max_abs_diff=err, file_parts=_file_breakdown(path),
                 fp16={"bytes": half.stat().st_size, "size_ratio": round(entry["dense_bytes"] / half.stat().st_size, 2),
                       "max_abs_diff": err_half},
@@ -268,7 +294,8 @@ def summary(result: dict[str, Any], out_path: str | Path | None = None) -> str:
         if isinstance(r, dict) and "batch1" in r:
             lines.append(f"rate {rate}: size x{r['size_ratio']} (classifier pruned too x{r['all_layers']['size_ratio']}, "
                          f"fp16 x{r['fp16']['size_ratio']}), " + ", ".join(
-                             f"{b}: layers x{r[b]['layers_speedup']} model x{r[b]['model_speedup']} (interleaved: "
+                             f"{b}: layers x{r[b]['layers_speedup']} model x{r[b]['model_speedup']} "
+                             f"(vs ONNX Runtime x{r[b].get('ort_model_speedup', '-')}; interleaved: "
                              f"x{r[b]['interleaved']['layers_speedup']}, x{r[b]['interleaved']['model_speedup']})"
                              for b in ("batch1", "batch64")))
     lines.append(f"{json.dumps(result['machine'])} wall {result['wall_s']} s" + (f" -> {out_path}" if out_path else ""))
