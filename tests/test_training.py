@@ -120,3 +120,31 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, method):
     w2 = load_file(str(tmp_path / "killed/model.safetensors"))
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
     assert resumed["class_avg_acc"] == full["class_avg_acc"]
+
+
+def test_mixup_draw_is_deterministic_and_a_mixing_weight() -> None:
+    from pmp.training.trainer import mixup_draw
+
+    a = mixup_draw(10, 0.2, torch.Generator().manual_seed(5))
+    b = mixup_draw(10, 0.2, torch.Generator().manual_seed(5))
+    assert a[0] == b[0] and torch.equal(a[1], b[1]) and 0.0 <= a[0] <= 1.0
+    assert sorted(a[1].tolist()) == list(range(10))
+
+
+def test_mixup_trains_changes_the_run_and_resumes_identically(tmp_path) -> None:
+    """Mixup draws from the run's augmentation generator: a killed run resumes to the same model."""
+    cfg = tiny_config(**{"train.mixup": 0.4, "train.epochs": 3})
+    run_experiment(cfg, tmp_path / "full")
+    run_experiment(tiny_config(**{"train.epochs": 3}), tmp_path / "plain")
+    w1, w0 = load_file(str(tmp_path / "full/model.safetensors")), load_file(str(tmp_path / "plain/model.safetensors"))
+    assert not torch.equal(w1["fc.weight"], w0["fc.weight"])
+
+    def kill_after_2(epoch, row):
+        if epoch == 2:
+            raise _Kill
+
+    with pytest.raises(_Kill):
+        run_experiment(cfg, tmp_path / "killed", on_epoch_end=kill_after_2)
+    run_experiment(cfg, tmp_path / "killed")
+    w2 = load_file(str(tmp_path / "killed/model.safetensors"))
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)

@@ -46,6 +46,7 @@ class TrainConfig:
     momentum: float = 0.9  # sgd only
     schedule: str = "cosine"  # cosine | constant
     label_smoothing: float = 0.0
+    mixup: float = 0.0  # Beta(mixup, mixup) weight of mixing each batch with a shuffled copy; 0 = off
     seed: int = 0
     threads: int = 0  # torch threads; 0 = leave torch's default
     eval_every: int = 10  # epochs between test evaluations in the log (0 = only at the end)

@@ -71,6 +71,15 @@ def lr_at(cfg: ExperimentConfig, phase_progress: float) -> float:
     raise ValueError(f"train.schedule: unknown schedule {cfg.train.schedule!r} (cosine, constant)")
 
 
+def mixup_draw(n: int, alpha: float, generator: torch.Generator) -> tuple[float, torch.Tensor]:
+    """Mixup's weight lam ~ Beta(alpha, alpha) and partner order for a batch of n, drawn from
+    `generator` (so a resumed run draws the same)."""
+    from scipy.stats import beta
+
+    u = float(torch.rand(1, generator=generator))
+    return float(beta.ppf(u, alpha, alpha)), torch.randperm(n, generator=generator)
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     was_training = model.training
@@ -207,8 +216,13 @@ class _Run:
 
     # --------------------------------------------------------------- training
     def batch_loss(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(augment(xb, self.cfg.augment, self.aug_gen, self.input_layout))
-        loss = nn.functional.cross_entropy(logits, yb, label_smoothing=self.cfg.train.label_smoothing)
+        t = self.cfg.train
+        xb = augment(xb, self.cfg.augment, self.aug_gen, self.input_layout)
+        lam, perm = mixup_draw(len(xb), t.mixup, self.aug_gen) if t.mixup else (1.0, None)
+        logits = self.model(xb if perm is None else lam * xb + (1 - lam) * xb[perm])
+        loss = nn.functional.cross_entropy(logits, yb, label_smoothing=t.label_smoothing)
+        if perm is not None:
+            loss = lam * loss + (1 - lam) * nn.functional.cross_entropy(logits, yb[perm], label_smoothing=t.label_smoothing)
         return loss, logits
 
     def sample_loss(self) -> torch.Tensor:
