@@ -200,8 +200,9 @@ class SparseConv(_Epilogue):
         self.ptr, self._pos, self.val = _csr_rows(kept)
         self._offsets: dict[tuple[int, int], np.ndarray] = {}
 
-    def _offsets_for(self, hp: int, wp: int) -> np.ndarray:
-        """Each kept weight's offset into a padded input of hp x wp positions per channel (cached)."""
+    def _offsets_for(self, hp: int, wp: int) -> tuple[np.ndarray, int]:
+        """Each kept weight's offset into a padded input of hp x wp positions per channel, and the
+        largest (cached per input size)."""
         if (hp, wp) not in self._offsets:
             kh, kw = self.kernel
             per_group_in = self.in_channels // self.groups
@@ -210,8 +211,8 @@ class SparseConv(_Epilogue):
             c_local, rest = np.divmod(self._pos, kh * kw)
             i, j = np.divmod(rest, kw)
             c = rows // out_per_group * per_group_in + c_local
-            off = c * hp * wp + i * self.dilation[0] * wp + j * self.dilation[1]
-            self._offsets[(hp, wp)] = off.astype(np.uint64)
+            off = (c * hp * wp + i * self.dilation[0] * wp + j * self.dilation[1]).astype(np.uint64)
+            self._offsets[(hp, wp)] = off, int(off.max()) if len(off) else 0
         return self._offsets[(hp, wp)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -224,23 +225,21 @@ class SparseConv(_Epilogue):
         if h_out < 1 or w_out < 1:
             raise ValueError(f"sparse conv: input {tuple(x.shape)} is smaller than the kernel {self.kernel} "
                              f"(padding {self.padding})")
-        stride = c * hp * wp
         if ph or pw:
-            xf = np.zeros(b * stride, np.float32)
-            xf.reshape(b, c, hp, wp)[:, :, ph : ph + h, pw : pw + w] = x.numpy()
+            xf = np.zeros((b, c, hp, wp), np.float32)
+            xf[:, :, ph : ph + h, pw : pw + w] = x.numpy()
         else:
-            xf = np.ascontiguousarray(x.numpy()).reshape(-1)  # no copy for a contiguous input
-        offsets = self._offsets_for(hp, wp)
-        safe = len(xf) - BLOCK - (int(offsets.max()) if len(offsets) else 0)
+            xf = np.ascontiguousarray(x.numpy())  # no copy for a contiguous input
+        xf = xf.reshape(-1)
+        offsets, off_max = self._offsets_for(hp, wp)
         if sh == 1 and sw == 1 and w_out == wp:  # the whole output map is contiguous in the input: one row
             rows, width, row_in, col_in = 1, h_out * w_out, 0, 1
         else:
             rows, width, row_in, col_in = h_out, w_out, sh * wp, sw
         out = np.empty((b, len(self.ptr) - 1, h_out * w_out), np.float32)
-        args = (self.ptr, offsets, self.val, self.scale, self.shift, self.slope, xf, stride, safe, rows, width, row_in,
-                col_in, out)
-        macs = len(self.val) * b * h_out * w_out
-        (_conv_parallel if b > 1 and macs >= PARALLEL_MACS else _conv)(*args)
+        args = (self.ptr, offsets, self.val, self.scale, self.shift, self.slope, xf, c * hp * wp,
+                len(xf) - BLOCK - off_max, rows, width, row_in, col_in, out)
+        (_conv_parallel if b > 1 and len(self.val) * b * h_out * w_out >= PARALLEL_MACS else _conv)(*args)
         y = torch.from_numpy(out).view(b, -1, h_out, w_out)
         return y if self.two_d else y.squeeze(-1)
 
