@@ -35,7 +35,7 @@ def load_generic(path: str | Path) -> SkeletonDataset:
         raise DataFormatError(f"{path}: a single array, not an .npz archive of named fields")
     with npz:
         fields = {key: _array(path, npz, key) for key in npz.files}
-    return _from_fields(path, fields)
+    return dataset_from_fields(path, fields)
 
 
 def _array(path: Path, npz: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
@@ -45,7 +45,9 @@ def _array(path: Path, npz: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
         raise DataFormatError(f"{path}: field {key!r}: cannot be read: {e}") from None
 
 
-def _from_fields(path: Path, fields: dict[str, np.ndarray]) -> SkeletonDataset:
+def dataset_from_fields(path: Path, fields: dict[str, np.ndarray]) -> SkeletonDataset:
+    """The dataset the generic format's `fields` describe, every field validated; errors name
+    `path` and the field (the array-layout loaders in `arrays.py` end here too)."""
     def bad(field: str, msg: str) -> DataFormatError:
         return DataFormatError(f"{path}: field {field!r}: {msg}")
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .arrays import is_ctrgcn_npz, load_ctrgcn_npz, load_stgcn_npy
 from .base import DataFormatError, SkeletonDataset
 from .fpha import SPLIT_FILE, load_fpha
 from .generic import load_generic
@@ -41,15 +42,21 @@ def resolve_data_root(root: str | os.PathLike[str] | None = None, dataset: str |
 
 def load_dataset(name: str, root: str | os.PathLike[str] | None = None, **options: Any) -> SkeletonDataset:
     """name: "sbu", "fpha", "synthetic" (options: seed, num_sequences, min_frames, max_frames,
-    noise) or the path of a generic-format .npz file. `root` (or PMP_DATA_ROOT) locates sbu/fpha."""
+    noise), the path of a generic-format .npz file, of a CTR-GCN-style .npz (options: persons,
+    channels) or of ST-GCN-style .npy arrays (options: labels, test_data, test_labels; see
+    `pmp.data.arrays`). `root` (or PMP_DATA_ROOT) locates sbu/fpha."""
     if name == "synthetic":
         return make_synthetic(**options)
     if name == "sbu":
         return load_sbu(resolve_data_root(root, "sbu"), **options)
     if name == "fpha":
         return load_fpha(resolve_data_root(root, "fpha"), **options)
+    if name.endswith(".npy"):
+        return load_stgcn_npy(name, **options)
+    if name.endswith(".npz") and is_ctrgcn_npz(Path(name)):
+        return load_ctrgcn_npz(name, **options)
     if name.endswith(".npz") or Path(name).is_file():
         if options:
             raise TypeError(f"generic .npz datasets take no options, got {sorted(options)}")
         return load_generic(name)
-    raise ValueError(f"unknown dataset {name!r}: use sbu, fpha, synthetic or a path to a .npz file")
+    raise ValueError(f"unknown dataset {name!r}: use sbu, fpha, synthetic or a path to a .npz or .npy file")
