@@ -143,6 +143,10 @@ def test_sampled_rates_are_deterministic_and_in_range() -> None:
     assert all(len(d) == 2 and set(d) <= set(RATES) for d in draws)
     c = MRMP(net(), rate_range=[0.6, 0.99], samples=3)
     assert all(0.6 <= r <= 0.99 for _ in range(20) for r in c.step_rates())
+    for d in (MRMP(net(), rates=RATES, samples=2, always_highest=True),
+              MRMP(net(), rate_range=[0.6, 0.99], samples=2, always_highest=True)):
+        draws = [d.step_rates() for _ in range(20)]
+        assert all(len(x) == 2 and x[-1] == d.hi and x[0] < d.hi for x in draws)
     assert MRMP(net(), rate_range=[0.6, 0.99], mode="all", points=4).step_rates() == log_density_grid(0.6, 0.99, 4)
 
 
@@ -153,6 +157,7 @@ def test_sampled_rates_are_deterministic_and_in_range() -> None:
     ({"rate_range": [0.9, 0.5]}, "lo < hi"),
     ({"rates": RATES, "mode": "some"}, "mode"),
     ({"rates": RATES, "samples": 4}, "samples"),
+    ({"rates": RATES, "samples": 1, "always_highest": True}, "with always_highest"),
     ({"rates": [0.5, 1.0]}, "[0, 1)"),
     ({"rates": RATES, "rate": 0.99}, "outside the trained range"),
     ({"rates": RATES, "eval_rates": [0.3]}, "outside the trained range"),

@@ -88,7 +88,9 @@ class MRMP(PMP):
     """PMP's shared latent weights trained at several rates; any rate of the range read off them.
 
     `rates` (training rates) or `rate_range` ([lo, hi]: rates drawn per step, uniform in
-    log(1 - r); in mode "all" the `points`-rate log-density grid). `rate` is the rate `finalize()`
+    log(1 - r); in mode "all" the `points`-rate log-density grid). `always_highest`: in mode
+    "sample", the highest rate (the sparsest network, whose weights every rate keeps) is one of
+    the `samples` rates of every step. `rate` is the rate `finalize()`
     uses by default and the run's headline rate (0: the highest rate served). `eval_rates`: the
     rates a training run evaluates and reports at the end (default: the training rates, or the
     grid). `bn_recalibrate`: read each rate's network with BatchNorm statistics recalibrated on
@@ -107,6 +109,7 @@ class MRMP(PMP):
         rate_range: list[float] | None = None,
         mode: str = "sample",
         samples: int = 1,
+        always_highest: bool = False,
         points: int = 6,
         eval_rates: list[float] | None = None,
         bn_recalibrate: bool = True,
@@ -134,9 +137,12 @@ class MRMP(PMP):
         if not (0.0 <= lo and hi < 1.0):
             raise ValueError(f"mrmp: rates must lie in [0, 1), got [{lo}, {hi}]")
         count = len(self.train_rates) if self.rate_range is None else math.inf
-        if not 1 <= samples <= count:
-            raise ValueError(f"mrmp: samples must be in [1, {count}], got {samples}")
+        least = 2 if always_highest else 1
+        if not least <= samples <= count:
+            raise ValueError(f"mrmp: samples must be in [{least}, {count}]"
+                             f"{' with always_highest' if always_highest else ''}, got {samples}")
         self.lo, self.hi, self.mode, self.samples, self.points = lo, hi, mode, int(samples), int(points)
+        self.always_highest = bool(always_highest)
         self.bn_recalibrate = bool(bn_recalibrate)
         rate = hi if rate == 0.0 else float(rate)
         self.check_rate(rate)
@@ -157,15 +163,19 @@ class MRMP(PMP):
 
     # ----------------------------------------------------------------- training
     def step_rates(self) -> list[float]:
-        """The rates whose networks the next step trains (drawn from `rate_generator` in "sample" mode)."""
+        """The rates whose networks the next step trains: in "sample" mode `samples` of them drawn
+        from `rate_generator`, the highest one among them at every step if `always_highest`."""
         if self.mode == "all":
             return list(self.train_rates)
+        fixed = [self.hi] if self.always_highest else []
+        count = self.samples - len(fixed)
         if self.rate_range is None:
-            pick = torch.randperm(len(self.train_rates), generator=self.rate_generator)[: self.samples]
-            return [self.train_rates[i] for i in sorted(pick.tolist())]
-        u = torch.rand(self.samples, generator=self.rate_generator, dtype=torch.float64).tolist()
+            pool = [r for r in self.train_rates if r not in fixed]
+            pick = torch.randperm(len(pool), generator=self.rate_generator)[:count]
+            return sorted([pool[i] for i in pick.tolist()] + fixed)
+        u = torch.rand(count, generator=self.rate_generator, dtype=torch.float64).tolist()
         a, b = math.log1p(-self.lo), math.log1p(-self.hi)
-        return sorted(1.0 - math.exp(a + (b - a) * x) for x in u)
+        return sorted([1.0 - math.exp(a + (b - a) * x) for x in u] + fixed)
 
     def task_loss(self, loss_fn: Callable[[], Any]) -> Any:
         """Mean of `loss_fn()` over the step's rates, each computed with the band-stops at that
@@ -218,7 +228,8 @@ class MRMP(PMP):
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(), "rates": self.train_rates, "rate_range": list(self.rate_range or []) or None,
-            "served_range": [self.lo, self.hi], "mode": self.mode, "samples": self.samples, "points": self.points,
+            "served_range": [self.lo, self.hi], "mode": self.mode, "samples": self.samples,
+            "always_highest": self.always_highest, "points": self.points,
             "eval_rates": self.eval_rates, "bn_recalibrate": self.bn_recalibrate,
         }
 
