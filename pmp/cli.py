@@ -26,7 +26,7 @@ from pmp.training.config import (
 ALIASES = {
     "dataset": "data.name", "data_root": "data.root", "split": "data.split", "method": "pruning.method",
     "rate": "pruning.rate", "scope": "pruning.scope", "epochs": "train.epochs", "seed": "train.seed",
-    "model": "model.name", "work_dir": "work_dir",
+    "model": "model.name", "work_dir": "work_dir", "device": "train.device",
 }
 
 
@@ -232,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="discard the run folder's earlier results and checkpoint (another config's, too) and "
                         "start over; without it a folder holding another config's results is an error")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--tensorboard", dest="cfg:train.tensorboard", action="store_const", const="true",
+                   help="= --train.tensorboard true: TensorBoard event files in RUN/tensorboard/ (needs pmp[tensorboard])")
     _add_config_flags(t)
     t.set_defaults(func=cmd_train)
 

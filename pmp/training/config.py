@@ -51,6 +51,8 @@ class TrainConfig:
     threads: int = 0  # torch threads; 0 = leave torch's default
     eval_every: int = 10  # epochs between test evaluations in the log (0 = only at the end)
     checkpoint_every: int = 5  # epochs between checkpoints (resume granularity)
+    tensorboard: bool = False  # also write TensorBoard event files to <run>/tensorboard/ (needs pmp[tensorboard])
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda
 
 
 @dataclass

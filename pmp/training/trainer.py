@@ -42,6 +42,7 @@ from .checkpoint import IntegrityError, has_checkpoint, load_checkpoint, load_te
 from .checkpoint import atomic_write_text, write_sealed_json
 from .config import ConfigError, ExperimentConfig, load_config, save_config
 from .metrics import classification_metrics
+from .tensorboard import TensorBoardLog
 from .multirate import model_at_rate, serve_rates
 from .rundir import RunFolderError, check_folder, discard, fingerprint, folder_lock
 
@@ -234,7 +235,7 @@ class _Run:
         self.model.train()
         order = torch.randperm(len(self.x_train), generator=self.shuffle_gen)
         tot_loss = tot_pen = correct = 0.0
-        phase_len = self.total_steps / self.pruner.epoch_multiplier
+        phase_len = self.total_steps / self.pruner.phases
         for i in range(0, len(order), self.batch_size):
             idx = order[i : i + self.batch_size]
             lr = lr_at(self.cfg, (self.step_count - self.phase_start) / phase_len)
@@ -267,6 +268,7 @@ class _Run:
         cfg = self.cfg
         bar = tqdm(total=self.total_epochs, initial=self.epoch, disable=not self.progress,
                    desc=f"{cfg.pruning.method} r={cfg.pruning.rate:g}", unit="ep", leave=False)
+        board = TensorBoardLog(self.run_dir) if cfg.train.tensorboard else None
         while self.epoch < self.total_epochs:
             t0 = time.perf_counter()
             row = self.train_epoch()
@@ -282,9 +284,13 @@ class _Run:
             if self.epoch % max(cfg.train.checkpoint_every, 1) == 0 or self.epoch == self.total_epochs:
                 save_checkpoint(self.state(), ckpt, {"fingerprint": self.fingerprint})
                 self.write_log()
+            if board is not None:
+                board.log_epoch(self.epoch, row, self.pruner)
             if on_epoch_end is not None:
                 on_epoch_end(self.epoch, row)
         bar.close()
+        if board is not None:
+            board.close()
         return self.finish()
 
     def write_log(self) -> None:
