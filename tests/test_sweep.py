@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pmp.experiments import SweepSpecError, expand_grid, load_sweep, parse_sweep, run_sweep
-from pmp.experiments.sweep import build_configs
+from pmp.experiments.sweep import SweepBackendError, build_configs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -174,7 +174,7 @@ def test_a_dead_worker_fails_its_run_and_the_sweep_goes_on(tmp_path):
 
 def test_ray_backend_without_ray_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail
-    with pytest.raises(RuntimeError, match=r"pip install 'pmp\[ray\]'"):
+    with pytest.raises(SweepBackendError, match=r"pip install 'pmp\[ray\]'"):
         run_sweep(_spec(grid={"method": ["mp"]}), tmp_path, backend="ray", runner=fake_runner, progress=False)
 
 

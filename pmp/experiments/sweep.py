@@ -4,14 +4,22 @@ A run is finished when its folder holds a parseable `metrics.json` (the runner w
 atomically), so the file system is the only state: an interrupted or crashed sweep is resumed by
 running it again, finished runs are skipped, and unfinished ones restart in their folder (the runner
 resumes from its own checkpoints). A failing run leaves `error.txt` and never stops the sweep.
+
+One sweep per folder at a time (a lock naming its holder); a finished run is skipped only if it was
+made with the same config (its fingerprint), else the sweep refuses to start; local workers die
+with the sweep's process, however it dies, so none keeps training into the folder unattended.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
 import json
 import multiprocessing
 import os
+import signal
+import sys
+import threading
 import time
 import traceback
 from concurrent.futures.process import BrokenProcessPool
@@ -44,11 +52,28 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path) -> dict:
 
 
 def read_metrics(run_dir: Path) -> dict | None:
-    """The run's metrics if it finished, else None (missing or unreadable metrics.json)."""
-    try:
-        return json.loads((run_dir / METRICS).read_text())
-    except (OSError, ValueError):
-        return None
+    """The run's metrics if it finished, else None (missing, unreadable or failing its checksum)."""
+    from pmp.training.rundir import finished_metrics
+
+    return finished_metrics(run_dir)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: the kernel kills this worker when the sweep's process dies (Linux's
+    PR_SET_PDEATHSIG; elsewhere a thread that watches the parent), so that a sweep killed with
+    SIGKILL leaves no orphan training into its folders."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    else:
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
 
 
 def estimated_cost(cfg: ExperimentConfig) -> int:
@@ -145,7 +170,8 @@ class _LocalBackend:
 
     @staticmethod
     def _new_pool(workers: int) -> cf.ProcessPoolExecutor:
-        return cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        return cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=_die_with_parent, initargs=(os.getpid(),))
 
     def submit(self, job: _Job) -> cf.Future:
         args = (self.runner, job.cfg, str(job.run_dir), self.threads)
@@ -189,18 +215,48 @@ class _LocalBackend:
             self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
 
 
+class SweepBackendError(ValueError):
+    """The backend cannot start (no Ray cluster at the address, Ray not installed)."""
+
+
+def start_local_ray(**kwargs: Any) -> Any:
+    """A private Ray instance whose services all listen on 127.0.0.1 only.
+
+    Ray binds its servers to the node's address, which it takes to be the machine's outward one
+    unless clustering is off (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, read when Ray is imported,
+    and inherited by Ray's processes); `_node_ip_address` then pins the node to loopback."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False  # in case Ray was imported before the variable was set
+    ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, **kwargs)
+    node_ip = ray.util.get_node_ip_address()
+    if node_ip != "127.0.0.1":
+        ray.shutdown()
+        raise SweepBackendError(f"the local Ray instance took the address {node_ip}, not 127.0.0.1; refusing to run")
+    return ray
+
+
 class _RayBackend:
-    """Ray tasks of one CPU each; connects to `address` ("auto", "ray://...") or starts a local Ray."""
+    """Ray tasks of one CPU each; connects to `address` ("auto", "HOST:PORT", "ray://...") or, with
+    "local" or None, starts a private Ray on loopback (`start_local_ray`)."""
 
     def __init__(self, runner: Runner, workers: int | None, address: str | None):
         try:
             import ray
         except ImportError as e:
-            raise RuntimeError("the Ray backend needs Ray: pip install 'pmp[ray]'") from e
+            raise SweepBackendError("the Ray backend needs Ray: pip install 'pmp[ray]'") from e
         self.ray, self.runner = ray, runner
         self.owns_ray = not ray.is_initialized()
-        if self.owns_ray:
-            ray.init(address=address)
+        if self.owns_ray and address in (None, "local"):
+            start_local_ray()
+        elif self.owns_ray:
+            try:
+                ray.init(address=address, include_dashboard=False)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise SweepBackendError(f"--ray {address}: no Ray cluster reachable there ({e}); start one "
+                                        "(`ray start --head`, docs/sweeps.md) or use --ray local") from None
         self.capacity = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.remote = ray.remote(num_cpus=1)(execute)  # retried if a node dies: runs resume
         self.in_flight: set[Any] = set()
@@ -245,9 +301,9 @@ def build_configs(spec: SweepSpec, runs: list[RunSpec], data_root: str | None = 
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    from pmp.training.checkpoint import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2, default=str))
 
 
 def _write_summary(spec: SweepSpec, out_dir: Path, outcomes: dict[str, RunOutcome], meta: dict) -> None:
@@ -268,21 +324,51 @@ def run_sweep(
     runner: Runner = run_experiment,
     progress: bool = True,
     data_root: str | None = None,
+    fresh: bool = False,
 ) -> SweepResult:
     """Run every unfinished run of a sweep; returns per-run outcomes (also written to `sweep.json`).
 
     `workers`: local processes (default 2; 1 = serial, in this process) or, with Ray, the most
     tasks in flight (default: the cluster's CPUs). `runner` must be picklable (a module-level function).
-    `data_root` sets `data.root` of every run.
+    `data_root` sets `data.root` of every run. Finished runs of another config (the spec's overrides
+    or base config changed) are an error unless `fresh`, which retrains them.
     """
+    from pmp.training.rundir import folder_lock
+
     if backend not in ("local", "ray"):
         raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
     spec = spec if isinstance(spec, SweepSpec) else load_sweep(spec)
     out = (Path(out_dir) if out_dir is not None else spec.out).resolve()  # Ray workers have another cwd
     runs = expand_grid(spec)
     configs = build_configs(spec, runs, data_root)
-    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out, f"pmp sweep {spec.name}"):
+        return _run_locked(spec, out, runs, configs, workers, backend, ray_address, runner, progress, fresh)
 
+
+def _stale_runs(out: Path, runs: list[RunSpec], configs: list[ExperimentConfig]) -> list[str]:
+    """Finished runs whose recorded config fingerprint is not the one the spec asks for now."""
+    from pmp.training.rundir import fingerprint, recorded_fingerprint
+
+    stale = []
+    for run, cfg in zip(runs, configs):
+        old = recorded_fingerprint(out / run.run_id, read_metrics(out / run.run_id))
+        if old is not None and old != fingerprint(cfg):
+            stale.append(run.run_id)
+    return stale
+
+
+def _run_locked(spec: SweepSpec, out: Path, runs: list[RunSpec], configs: list[ExperimentConfig],
+                workers: int | None, backend: str, ray_address: str | None, runner: Runner, progress: bool,
+                fresh: bool) -> SweepResult:
+    from pmp.training.rundir import RunFolderError, discard
+
+    stale = _stale_runs(out, runs, configs)
+    if stale and not fresh:
+        raise RunFolderError(f"{out}: {len(stale)} finished run(s) were made with another config ({', '.join(stale[:5])}"
+                             f"{', ...' if len(stale) > 5 else ''}): sweep into another --out, or pass --fresh to "
+                             "retrain them")
+    for run_id in stale:
+        discard(out / run_id)
     outcomes = {r.run_id: RunOutcome(r.run_id, "pending") for r in runs}
     jobs = []
     for run, cfg in zip(runs, configs):
@@ -291,8 +377,8 @@ def run_sweep(
             outcomes[run.run_id].status = "skipped"
             continue
         run_dir.mkdir(exist_ok=True)
-        for stale in (METRICS, ERROR):  # an unreadable metrics.json or an old failure
-            (run_dir / stale).unlink(missing_ok=True)
+        for name in (METRICS, ERROR):  # an unreadable metrics.json or an old failure
+            (run_dir / name).unlink(missing_ok=True)
         _write_json(run_dir / RUN_INFO, {"run_id": run.run_id, "axes": run.axes, "overrides": run.overrides})
         jobs.append(_Job(run, cfg, run_dir))
     jobs.sort(key=lambda j: -estimated_cost(j.cfg))  # stable: grid order among equals

@@ -1,0 +1,122 @@
+"""Sweeps under faults (issue 14): one sweep per folder, workers that die with the sweep, no reuse of
+runs made with another config, temporary names no two writers share."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pmp.experiments import parse_sweep, run_sweep
+from pmp.training.checkpoint import atomic_write_json, read_sealed_json, write_sealed_json
+from pmp.training.rundir import RunFolderError, fingerprint, folder_lock
+
+TESTS = Path(__file__).resolve().parent
+
+
+def fingerprinting_runner(cfg, run_dir: Path) -> dict:
+    """A stand-in for training that records its pid, sleeps if asked, and writes sealed metrics
+    with the config's fingerprint, like the real runner."""
+    (run_dir / "pid").write_text(str(os.getpid()))
+    time.sleep(cfg.pruning.options.get("sleep", 0.0))
+    metrics = {"dataset": cfg.data.name, "method": cfg.pruning.method, "rate": cfg.pruning.rate,
+               "seed": cfg.train.seed, "split": cfg.data.split, "class_avg_acc": 0.5, "fingerprint": fingerprint(cfg)}
+    write_sealed_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _spec(**overrides):
+    return parse_sweep({"name": "f", "grid": {"method": ["mp", "pmp"], "rate": [0.9], "seed": [0]},
+                        "overrides": {"train.epochs": 3, **overrides}})
+
+
+def test_a_second_sweep_on_a_locked_folder_fails_naming_the_holder(tmp_path):
+    with folder_lock(tmp_path, "pmp sweep other"):
+        with pytest.raises(RunFolderError, match=f"pmp sweep other \\(pid {os.getpid()} on "):
+            run_sweep(_spec(), tmp_path, workers=1, runner=fingerprinting_runner, progress=False)
+    assert not (tmp_path / "mp_r0.9_s0").exists()  # nothing touched
+    assert run_sweep(_spec(), tmp_path, workers=1, runner=fingerprinting_runner, progress=False).count("done") == 2
+
+
+def test_a_changed_spec_does_not_reuse_finished_runs(tmp_path):
+    run_sweep(_spec(), tmp_path, workers=1, runner=fingerprinting_runner, progress=False)
+    before = (tmp_path / "mp_r0.9_s0" / "metrics.json").read_bytes()
+    with pytest.raises(RunFolderError, match="another config.*mp_r0.9_s0.*--fresh"):
+        run_sweep(_spec(**{"train.epochs": 4}), tmp_path, workers=1, runner=fingerprinting_runner, progress=False)
+    assert (tmp_path / "mp_r0.9_s0" / "metrics.json").read_bytes() == before
+    again = run_sweep(_spec(**{"train.epochs": 4}), tmp_path, workers=1, runner=fingerprinting_runner,
+                      progress=False, fresh=True)
+    assert again.count("done") == 2
+    assert run_sweep(_spec(**{"train.epochs": 4}), tmp_path, workers=1, runner=fingerprinting_runner,
+                     progress=False).count("skipped") == 2
+
+
+def test_a_corrupt_metrics_file_is_redone_not_reported(tmp_path):
+    run_sweep(_spec(), tmp_path, workers=1, runner=fingerprinting_runner, progress=False)
+    path = tmp_path / "pmp_r0.9_s0" / "metrics.json"
+    path.write_text(path.read_text().replace('"class_avg_acc": 0.5', '"class_avg_acc": 0.9'))
+    result = run_sweep(_spec(), tmp_path, workers=1, runner=fingerprinting_runner, progress=False)
+    assert (result.count("done"), result.count("skipped")) == (1, 1)
+    assert read_sealed_json(path)["class_avg_acc"] == 0.5
+
+
+def test_concurrent_writers_of_one_file_never_share_a_temporary(tmp_path):
+    errors: list[BaseException] = []
+
+    def write(i: int) -> None:
+        try:
+            for _ in range(200):
+                atomic_write_json(tmp_path / "sweep.json", {"writer": i})
+        except BaseException as e:  # noqa: BLE001 - collected for the assertion
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and json.loads((tmp_path / "sweep.json").read_text())["writer"] in range(4)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kill -9 and /proc: Linux")
+def test_workers_die_with_a_killed_sweep(tmp_path):
+    script = (
+        "from pmp.experiments import parse_sweep, run_sweep\n"
+        "from test_sweep_faults import fingerprinting_runner\n"
+        "spec = parse_sweep({'name': 'k', 'grid': {'method': ['mp', 'pmp'], 'rate': [0.9], 'seed': [0]},"
+        " 'overrides': {'pruning.options.sleep': 120}})\n"
+        f"run_sweep(spec, {str(tmp_path)!r}, workers=2, runner=fingerprinting_runner, progress=False)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    sweep = subprocess.Popen([sys.executable, "-c", script], env=env)
+    pid_files = [tmp_path / r / "pid" for r in ("mp_r0.9_s0", "pmp_r0.9_s0")]
+    deadline = time.monotonic() + 120
+    while not all(p.is_file() and p.read_text() for p in pid_files):
+        assert time.monotonic() < deadline and sweep.poll() is None, "the workers never started"
+        time.sleep(0.2)
+    workers = [int(p.read_text()) for p in pid_files]
+    assert all(_alive(w) for w in workers)
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait()
+    deadline = time.monotonic() + 30
+    while any(_alive(w) for w in workers):
+        assert time.monotonic() < deadline, f"orphaned workers {workers} still running"
+        time.sleep(0.2)
+    assert not any((tmp_path / r / "metrics.json").exists() for r in ("mp_r0.9_s0", "pmp_r0.9_s0"))
