@@ -23,6 +23,9 @@ ID_PREFIXES = {"pruning.method": "", "pruning.rate": "r", "train.seed": "s", "da
 DENSE = "dense"
 #: Methods whose one training serves every rate of a range (pmp.pruning.mrmp): no run per rate.
 MULTI_RATE = {"mrmp"}
+#: `method@name` in grid.method: a named variant of a method, its own column in reports (e.g. lth@equal).
+VARIANT_SEP = "@"
+_VARIANT_NAME = re.compile(r"[A-Za-z0-9._+-]+")
 _KEYS = {"name", "base", "out", "grid", "overrides", "method_overrides"}
 
 
@@ -55,6 +58,11 @@ class RunSpec:
         return self.overrides.get("pruning.method")
 
     @property
+    def label(self) -> str | None:
+        """The grid's method value: the method, or `method@name` for a named variant."""
+        return self.axes.get("pruning.method")
+
+    @property
     def extra_axes(self) -> dict[str, Any]:
         return extra_axes(self.axes)
 
@@ -62,6 +70,12 @@ class RunSpec:
 def extra_axes(axes: dict[str, Any]) -> dict[str, Any]:
     """Grid values beyond method/rate/seed/split: they tell variants of the same method apart."""
     return {k: v for k, v in axes.items() if k not in ID_PREFIXES}
+
+
+def split_label(label: str) -> tuple[str, str]:
+    """`lth@equal` -> ("lth", "equal"); a plain method -> (method, "")."""
+    method, _, name = str(label).partition(VARIANT_SEP)
+    return method, name
 
 
 def _full_key(key: str) -> str:
@@ -109,9 +123,19 @@ def parse_sweep(data: dict[str, Any], source: Path | None = None) -> SweepSpec:
         for m, o in _mapping(data.get("method_overrides"), f"{where}: method_overrides").items()
     }
     methods = grid.get("pruning.method", [])
+    bases = {split_label(m)[0] for m in methods}
     for m in method_overrides:
-        if m not in methods:
+        if m not in methods and m not in bases:
             raise SweepSpecError(f"{where}: method_overrides.{m}: {m!r} is not in grid.method {methods}")
+    for m in methods:
+        method, name = split_label(m)
+        if VARIANT_SEP not in str(m):
+            continue
+        if not method or not _VARIANT_NAME.fullmatch(name):
+            raise SweepSpecError(f"{where}: grid.method {m!r}: a variant is method@name, name of letters, "
+                                 "digits and . _ + -")
+        if not method_overrides.get(m):
+            raise SweepSpecError(f"{where}: grid.method {m!r}: a named variant needs its method_overrides.{m}")
     clash = sorted(set(grid) & set(overrides).union(*method_overrides.values()))
     if clash:
         raise SweepSpecError(f"{where}: {', '.join(clash)}: both a grid axis and an override")
@@ -159,15 +183,17 @@ def expand_grid(spec: SweepSpec) -> list[RunSpec]:
     Dense runs ignore every `pruning.*` axis (rate included): they are run once per remaining
     combination, at rate 0, instead of once per rate. Multi-rate runs (mrmp) ignore the rate axis:
     one run per remaining combination reports every rate it serves (its options say which).
+    A named variant `m@name` runs method m with method_overrides of m, then of `m@name`.
     """
     keys = list(spec.grid)
     runs: dict[str, RunSpec] = {}
     for values in itertools.product(*(spec.grid[k] for k in keys)):
         axes = dict(zip(keys, values))
-        method = axes.get("pruning.method")
+        label = axes.get("pruning.method")
+        method = None if label is None else split_label(label)[0]
         if method == DENSE:
             axes = {k: v for k, v in axes.items() if not k.startswith("pruning.")}
-            axes = {"pruning.method": DENSE, "pruning.rate": 0.0, **axes}
+            axes = {"pruning.method": label, "pruning.rate": 0.0, **axes}
         elif method in MULTI_RATE:
             axes = {k: v for k, v in axes.items() if k != "pruning.rate"}
         rid = run_id(axes)
@@ -176,5 +202,7 @@ def expand_grid(spec: SweepSpec) -> list[RunSpec]:
                 raise SweepSpecError(f"{spec.name}: grid values {runs[rid].axes} and {axes} share run id {rid}")
             continue
         overrides = {**spec.overrides, **axes, **spec.method_overrides.get(method, {})}
+        if label is not None and label != method:
+            overrides.update({"pruning.method": method, **spec.method_overrides[label]})
         runs[rid] = RunSpec(run_id=rid, overrides=overrides, axes=axes)
     return list(runs.values())

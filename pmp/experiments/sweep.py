@@ -78,7 +78,7 @@ def _die_with_parent(parent: int) -> None:
 
 def estimated_cost(cfg: ExperimentConfig) -> int:
     """Total training epochs: long runs start first so that the workers finish together."""
-    if cfg.pruning.method == "lth":
+    if cfg.pruning.method == "lth" and not cfg.pruning.options.get("split_epochs", False):
         return cfg.train.epochs * (int(cfg.pruning.options.get("rounds", LTH_DEFAULT_ROUNDS)) + 1)
     return cfg.train.epochs
 

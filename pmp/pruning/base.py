@@ -34,6 +34,8 @@ class Pruner:
     name: ClassVar[str] = "base"
     #: Training length relative to the configured epochs (iterative methods such as LTH cost more).
     epoch_multiplier: int = 1
+    #: Trainings the run is split into; the optimizer and the LR schedule restart in each (LTH's rounds).
+    phases: int = 1
 
     def __init__(
         self,
@@ -91,6 +93,7 @@ class Pruner:
         """Resolved options, written into the run's results so the budget and schedule are on record."""
         return {
             "method": self.name, "rate": self.rate, "scope": self.scope, "epoch_multiplier": self.epoch_multiplier,
+            "phases": self.phases,
         }
 
     # ----------------------------------------------------------------- shared machinery

@@ -18,7 +18,9 @@ _REWIND = "rewind."  # extra_state prefix of the saved rewind weights
 class LotteryTicket(MagnitudePruner):
     """LTH: `rounds` prune-and-rewind rounds, then one more training run of the final ticket.
 
-    Training is split into rounds + 1 equal runs (`epoch_multiplier`). At the end of run k <= rounds,
+    Training is split into rounds + 1 equal runs (`phases`), each of the configured epochs
+    (`epoch_multiplier` = rounds + 1) or, with `split_epochs`, of an equal share of them, so that
+    LTH trains as many epochs as the other methods. At the end of run k <= rounds,
     the cumulative sparsity becomes 1 - (1 - rate)^(k / rounds), i.e. each round prunes
     p = 1 - (1 - rate)^(1/rounds) of what remains, by |W| (the last round uses the exact rate);
     survivors are rewound to the weights saved at `rewind_at` of the first run (0 = the
@@ -29,7 +31,8 @@ class LotteryTicket(MagnitudePruner):
     name = "lth"
 
     def __init__(
-        self, model: nn.Module, rate: float, *, rounds: int = 3, rewind_at: float = 0.05, **kwargs: Any
+        self, model: nn.Module, rate: float, *, rounds: int = 3, rewind_at: float = 0.05,
+        split_epochs: bool = False, **kwargs: Any,
     ):
         if rounds < 1:
             raise ValueError(f"lth: rounds must be >= 1, got {rounds}")
@@ -38,7 +41,11 @@ class LotteryTicket(MagnitudePruner):
         super().__init__(model, rate, **kwargs)
         self.rounds = int(rounds)
         self.rewind_at = float(rewind_at)
-        self.epoch_multiplier = self.rounds + 1
+        if not isinstance(split_epochs, bool):
+            raise ValueError(f"lth: split_epochs must be true or false, got {split_epochs!r}")
+        self.split_epochs = split_epochs
+        self.phases = self.rounds + 1
+        self.epoch_multiplier = 1 if split_epochs else self.phases
         self.round = 0  # prune-and-rewind rounds done
         self.rewind_state: dict[str, torch.Tensor] | None = None  # by the dense model's state_dict names
 
@@ -53,7 +60,7 @@ class LotteryTicket(MagnitudePruner):
         self.enforce_masks()
         self._save_if_due(progress)
         # tolerance: steps_done / total_steps may miss k / runs by an ulp at a round's last step
-        if self.round < self.rounds and progress >= (self.round + 1) / self.epoch_multiplier - 1e-9:
+        if self.round < self.rounds and progress >= (self.round + 1) / self.phases - 1e-9:
             self.round += 1
             self.prune_to(self.round_sparsity(self.round))
             self._rewind()
@@ -62,7 +69,7 @@ class LotteryTicket(MagnitudePruner):
 
     def _save_if_due(self, progress: float) -> None:
         # always within the first run, so before any mask: plain state_dict names
-        if self.rewind_state is None and progress >= self.rewind_at / self.epoch_multiplier:
+        if self.rewind_state is None and progress >= self.rewind_at / self.phases:
             self.rewind_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     @torch.no_grad()
@@ -88,5 +95,6 @@ class LotteryTicket(MagnitudePruner):
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(), "rounds": self.rounds, "rewind_at": self.rewind_at,
+            "split_epochs": self.split_epochs,
             "per_round_rate": 1.0 - (1.0 - self.rate) ** (1.0 / self.rounds),
         }

@@ -1,0 +1,122 @@
+"""Named method variants in sweeps (`lth@equal`, the ablation's `pmp@lam0`), the equal-budget LTH,
+and the ablation sweeps' expansion: run ids, counts and the overrides each run gets."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import yaml
+
+from pmp.experiments import SweepSpecError, expand_grid, load_sweep, parse_sweep
+from pmp.experiments.sweep import build_configs, estimated_cost
+from pmp.training import run_experiment
+
+from test_training import tiny_config  # noqa: E402  (tests/ is on sys.path under pytest)
+
+ABLATION_RATES = [0.9, 0.98, 0.99]
+#: one factor at a time around PMP's defaults (pmp/pruning/pmp.py, configs/fpha.yaml's scope)
+ABLATED = {
+    "pmp@lam0": {"pruning.options.lam": 0.0}, "pmp@lam0.1": {"pruning.options.lam": 0.1},
+    "pmp@lam10": {"pruning.options.lam": 10.0}, "pmp@kl": {"pruning.options.alignment": "kl"},
+    "pmp@laplace": {"pruning.options.prior": "laplace"}, "pmp@uniform": {"pruning.options.prior": "uniform"},
+    "pmp@edge-prior": {"pruning.options.edge": "prior"}, "pmp@ramp0": {"pruning.options.ramp": 0.0},
+    "pmp@global": {"pruning.scope": "global"}, "pmp@s_end1e3": {"pruning.options.s_end": 1000.0},
+    "pmp@s_end1e5": {"pruning.options.s_end": 100000.0}, "pmp@s_start0.1": {"pruning.options.s_start": 0.1},
+}  # fmt: skip
+
+
+def _spec(**extra):
+    grid = {"method": ["pmp", "lth", "lth@equal"], "rate": [0.9], "seed": [0, 1]}
+    mo = {"lth": {"pruning.options.rounds": 2}, "lth@equal": {"pruning.options.split_epochs": True}}
+    return parse_sweep({"name": "v", "grid": grid, "method_overrides": mo, **extra})
+
+
+def test_a_named_variant_runs_its_method_with_both_overrides():
+    runs = {r.run_id: r for r in expand_grid(_spec())}
+    assert sorted(runs) == ["lth-equal_r0.9_s0", "lth-equal_r0.9_s1", "lth_r0.9_s0", "lth_r0.9_s1",
+                            "pmp_r0.9_s0", "pmp_r0.9_s1"]  # fmt: skip
+    eq = runs["lth-equal_r0.9_s1"]
+    assert (eq.method, eq.label, eq.axes["pruning.method"]) == ("lth", "lth@equal", "lth@equal")
+    assert eq.overrides["pruning.method"] == "lth"
+    assert eq.overrides["pruning.options.rounds"] == 2  # the method's overrides, then the variant's
+    assert eq.overrides["pruning.options.split_epochs"] is True
+    assert "pruning.options.split_epochs" not in runs["lth_r0.9_s1"].overrides
+    assert runs["pmp_r0.9_s0"].label == "pmp" and not eq.extra_axes  # a variant is not an extra axis
+
+
+def test_equal_budget_lth_is_costed_and_configured_at_the_others_epochs():
+    spec = _spec(overrides={"train.epochs": 30})
+    runs = expand_grid(spec)
+    cfgs = {r.run_id: c for r, c in zip(runs, build_configs(spec, runs))}
+    assert estimated_cost(cfgs["lth_r0.9_s0"]) == 90  # 2 rounds + the ticket: 3 x 30
+    assert estimated_cost(cfgs["lth-equal_r0.9_s0"]) == 30
+    assert cfgs["lth-equal_r0.9_s0"].pruning.method == "lth"
+
+
+@pytest.mark.parametrize(
+    "grid, mo, message",
+    [
+        (["pmp", "pmp@x"], {}, "'pmp@x': a named variant needs its method_overrides.pmp@x"),
+        (["pmp", "pmp@a b"], {"pmp@a b": {"train.lr": 1}}, "'pmp@a b': a variant is method@name"),
+        (["pmp", "@x"], {"@x": {"train.lr": 1}}, "'@x': a variant is method@name"),
+        (["pmp"], {"pmp@x": {"train.lr": 1}}, "'pmp@x' is not in grid"),
+    ],
+)
+def test_bad_variants_name_the_value(grid, mo, message):
+    with pytest.raises(SweepSpecError, match=message):
+        parse_sweep({"grid": {"method": grid}, "method_overrides": mo})
+
+
+def test_method_overrides_of_a_method_only_present_as_variants_apply_to_them():
+    spec = parse_sweep({"grid": {"method": ["lth@equal"]}, "method_overrides": {
+        "lth": {"pruning.options.rounds": 1}, "lth@equal": {"pruning.options.split_epochs": True}}})
+    (run,) = expand_grid(spec)
+    assert run.overrides["pruning.options.rounds"] == 1 and run.method == "lth"
+
+
+def test_equal_budget_lth_trains_the_configured_epochs_in_rounds(tmp_path):
+    cfg = tiny_config(**{"pruning.method": "lth", "pruning.rate": 0.9, "train.epochs": 3,
+                         "pruning.options": {"rounds": 2, "split_epochs": True}})
+    m = run_experiment(cfg, tmp_path / "eq")
+    assert m["epochs"] == 3 and m["exact_count"]
+    full = run_experiment(tiny_config(**{"pruning.method": "lth", "pruning.rate": 0.9, "train.epochs": 3,
+                                         "pruning.options": {"rounds": 2}}), tmp_path / "x3")
+    assert full["epochs"] == 9
+
+
+def test_lth_split_epochs_must_be_a_bool():
+    from pmp.pruning.base import create_pruner
+    from torch import nn
+
+    with pytest.raises(ValueError, match="split_epochs must be true or false"):
+        create_pruner("lth", nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2)), 0.5, split_epochs="yes")
+
+
+# --------------------------------------------------------------------------------- ablation sweeps
+@pytest.mark.parametrize("path, seeds, splits", [
+    ("configs/sweeps/ablation.yaml", [0, 1, 2, 3, 4], ["1:1"]),
+    ("configs/sweeps/ablation_sbu.yaml", [0, 1, 2], ["1", "2", "3", "4", "5"]),
+])  # fmt: skip
+def test_ablation_sweep_is_one_factor_at_a_time_around_the_default(path, seeds, splits):
+    spec = load_sweep(path)
+    runs = expand_grid(spec)
+    labels = ["pmp", *ABLATED]
+    assert spec.grid["pruning.method"] == labels
+    assert len(runs) == len(labels) * len(ABLATION_RATES) * len(seeds) * len(splits)
+    assert Counter(r.label for r in runs) == {m: len(ABLATION_RATES) * len(seeds) * len(splits) for m in labels}
+    assert len({r.run_id for r in runs}) == len(runs)
+    shared = {"pruning.method", "pruning.rate", "train.seed", "data.split"}
+    for r in runs:
+        assert r.method == "pmp" and r.overrides["pruning.rate"] in ABLATION_RATES
+        changed = {k: v for k, v in r.overrides.items() if k not in shared}
+        assert changed == ABLATED.get(r.label, {}), r.run_id  # exactly one factor moved, none for the default
+    split = splits[0].replace(":", "-")
+    assert f"pmp-lam0.1_r0.98_s{seeds[-1]}_f{split}" in {r.run_id for r in runs}
+    build_configs(spec, runs[:: len(runs) // 7])  # every kind of run builds into a valid config
+
+
+def test_ablation_sweeps_differ_only_in_dataset_and_seeds():
+    a, b = (yaml.safe_load(open(f"configs/sweeps/{n}.yaml")) for n in ("ablation", "ablation_sbu"))
+    assert a["method_overrides"] == b["method_overrides"] and a["grid"]["method"] == b["grid"]["method"]
+    assert a["grid"]["rate"] == b["grid"]["rate"] == ABLATION_RATES
