@@ -177,20 +177,17 @@ def _export_at_rate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
-    from pmp.data import PreprocessConfig, load_dataset, preprocess
     from pmp.export import load_sparse
+    from pmp.export.inputs import evaluation_inputs
     from pmp.training.metrics import classification_metrics
 
     module = load_sparse(args.model)
-    spec = module.spec
-    ds = load_dataset(args.dataset or spec["dataset"], args.data_root)
-    split = ds.split(args.split)
-    x = preprocess(ds, PreprocessConfig(**spec["preprocess"]))[torch.as_tensor(split.test)]
+    data = evaluation_inputs(args.model, module.spec, args.dataset, args.data_root, args.split)
+    ds, x, y = data.dataset, data.x, data.y
     with torch.no_grad():
         pred = torch.cat([module(x[i : i + 256]) for i in range(0, len(x), 256)]).argmax(1).numpy()
-    y = ds.labels[split.test]
     m = classification_metrics(y, pred, ds.num_classes)
-    print(f"{args.model} on {ds.name} split {split.name} ({len(y)} sequences): class-averaged accuracy "
+    print(f"{args.model} on {ds.name} split {data.split_name} ({len(y)} sequences): class-averaged accuracy "
           f"{100 * m.class_avg_acc:.2f}%, overall {100 * m.overall_acc:.2f}%")
     if args.output:
         np.savetxt(args.output, pred, fmt="%d")
@@ -281,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("model", help="exported *.pmp file")
     pr.add_argument("--dataset", help="dataset name or .npz path (default: the one it was trained on)")
     pr.add_argument("--data-root")
-    pr.add_argument("--split", help="split/fold name (default: the first)")
+    pr.add_argument("--split", help="split/fold name (default: the one it was trained on, else the first)")
     pr.add_argument("-o", "--output", help="write predicted class ids here, one per line")
     pr.set_defaults(func=cmd_predict)
 
