@@ -27,10 +27,11 @@ from .checkpoint import IntegrityError, has_checkpoint, read_pointer, read_seale
 from .config import ConfigError, ExperimentConfig, load_config
 
 #: Config fields that cannot change the trained model, so a run may resume with other values.
-NON_SEMANTIC = ("work_dir", "data.root", "train.threads", "train.eval_every", "train.checkpoint_every")
+NON_SEMANTIC = ("work_dir", "data.root", "train.threads", "train.eval_every", "train.checkpoint_every",
+                "train.tensorboard", "train.device")
 #: What a run writes into its folder (all that `discard` removes).
 RUN_FILES = ("metrics.json", "model.json", "model.safetensors", "masks.safetensors", "log.csv", "config.yaml",
-             "checkpoints")
+             "checkpoints", "tensorboard")
 LOCK_FILE = ".lock"
 
 

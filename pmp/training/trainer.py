@@ -41,6 +41,7 @@ from .allocator import keep_freed_memory
 from .checkpoint import IntegrityError, has_checkpoint, load_checkpoint, load_tensors, read_sealed_json, save_checkpoint, save_tensors
 from .checkpoint import atomic_write_text, write_sealed_json
 from .config import ConfigError, ExperimentConfig, load_config, save_config
+from .device import use_device
 from .metrics import classification_metrics
 from .tensorboard import TensorBoardLog
 from .multirate import model_at_rate, serve_rates
@@ -85,7 +86,8 @@ def mixup_draw(n: int, alpha: float, generator: torch.Generator) -> tuple[float,
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     was_training = model.training
     model.eval()
-    out = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    device = next(model.parameters()).device  # data stay on the CPU; batches go to the model's device
+    out = torch.cat([model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
     model.train(was_training)
     return out
 
@@ -143,6 +145,7 @@ class _Run:
         self.fingerprint = fingerprint(cfg)
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
+        self.device = use_device(cfg.train.device)
         keep_freed_memory()  # no page faults on each step's temporaries (allocator.py)
         torch.manual_seed(cfg.train.seed)
         np.random.seed(cfg.train.seed)
@@ -168,7 +171,7 @@ class _Run:
         with torch.device("meta"):  # sizes first: parameters, gradients and two optimizer moments
             numel = sum(q.numel() for q in create_model(cfg.model.name, **self.model_kwargs).parameters())
         check_allocation(f"model {cfg.model.name} ({numel} parameters)", 16 * numel)
-        self.model = create_model(cfg.model.name, **self.model_kwargs)
+        self.model = create_model(cfg.model.name, **self.model_kwargs).to(self.device)
         # The optimizer's parameter order is fixed here, before any parametrization moves tensors.
         self.params = list(self.model.parameters())
         p = cfg.pruning
@@ -220,6 +223,7 @@ class _Run:
         t = self.cfg.train
         xb = augment(xb, self.cfg.augment, self.aug_gen, self.input_layout)
         lam, perm = mixup_draw(len(xb), t.mixup, self.aug_gen) if t.mixup else (1.0, None)
+        xb, yb = xb.to(self.device), yb.to(self.device)  # augmentation ran on the CPU, seeded as there
         logits = self.model(xb if perm is None else lam * xb + (1 - lam) * xb[perm])
         loss = nn.functional.cross_entropy(logits, yb, label_smoothing=t.label_smoothing)
         if perm is not None:
@@ -253,7 +257,7 @@ class _Run:
             n = len(idx)
             tot_loss += float(loss.detach()) * n
             tot_pen += float(penalty.detach()) * n
-            correct += float((logits.argmax(1) == self.y_train[idx]).sum())
+            correct += float((logits.argmax(1).cpu() == self.y_train[idx]).sum())
         n = len(order)
         return {"lr": lr, "loss": tot_loss / n, "penalty": tot_pen / n, "train_acc": correct / n}
 
@@ -310,7 +314,7 @@ class _Run:
         served = (serve_rates(pruner, self.model, self.x_train, self.x_test, self.y_test, self.num_classes,
                               self.run_dir) if getattr(pruner, "serves_rates", False) else None)
         hard = evaluate(self.model, self.x_test, self.y_test, self.num_classes)
-        example = self.x_test[:1]
+        example = self.x_test[:1].to(self.device)
         report = sparsity_report(self.model, masks, example)
         pruned = sum(int((~m).sum()) for m in masks.values())
         total = sum(m.numel() for m in masks.values())
@@ -423,5 +427,5 @@ def evaluate_run(run_dir: Path | str, data_root: str | None = None, rate: float 
     split = ds.split(cfg.data.split)
     x = preprocess(ds, cfg.preprocess)[torch.as_tensor(split.test)]
     y = torch.as_tensor(ds.labels)[torch.as_tensor(split.test)]
-    m = evaluate(model, x, y, ds.num_classes)
+    m = evaluate(model.to(use_device(cfg.train.device)), x, y, ds.num_classes)
     return {"split": split.name, "class_names": ds.class_names, **asdict(m)}
