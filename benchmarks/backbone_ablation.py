@@ -50,8 +50,14 @@ def variants(name: str) -> dict[str, dict]:
         if name == "fpha" and key == "swap":
             continue  # one person: nothing to swap
         out[f"augment.{key}={0 if value else on:g}"] = {f"augment.{key}": 0.0 if value else on}
-    blocks = cfg.model.kwargs.get("blocks", 1)
-    out[f"blocks={1 if blocks > 1 else 3}"] = {"model.kwargs.blocks": 1 if blocks > 1 else 3}
+    p = cfg.preprocess
+    out["chunks=0 (all frames)" if p.chunks else "chunks=8"] = {"preprocess.chunks": 0 if p.chunks else 8}
+    kw = cfg.model.kwargs
+    for key, alt in (("heads", kw.get("heads", 8) // 2), ("hidden", kw.get("hidden", 384) // 2),
+                     ("dropout", 0.5 if kw.get("dropout", 0.3) != 0.5 else 0.3)):
+        out[f"model.{key}={alt:g}"] = {f"model.kwargs.{key}": alt}
+    out[f"train.epochs={cfg.train.epochs // 2}"] = {"train.epochs": cfg.train.epochs // 2}
+    out["train.mixup=0" if cfg.train.mixup else "train.mixup=0.2"] = {"train.mixup": 0.0 if cfg.train.mixup else 0.2}
     return out
 
 
@@ -84,6 +90,49 @@ def table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+START, END = "<!-- backbone:start -->", "<!-- backbone:end -->"
+
+
+def backbone_section() -> str:
+    """docs/results.md's dense-backbone section, from dense.json and this ablation's table."""
+    dense = json.loads((RESULTS / "dense.json").read_text())
+    f, s = dense["fpha"], dense["sbu"]
+    pct = lambda a: f"{100 * a:.2f}"  # noqa: E731
+    lines = [START, "## The dense backbone", "",
+             f"`python benchmarks/dense.py` ({dense['meta']['machine']}; {dense['meta']['wall_s'] / 60:.0f} min with "
+             f"2 workers, one torch thread each); backbone `{dense['backbone']}`, configs `{f['config']}` and "
+             f"`{s['config']}`. Class-averaged accuracy %, mean, sample std, 95% t-interval of the mean:", "",
+             "| dataset | protocol | runs | mean | std | 95% CI | s per run | weights |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |",
+             f"| FPHA | official 1:1 split, seeds 0-4 | {f['n_runs']} | {pct(f['class_avg_acc'])} | {pct(f['class_avg_acc_std'])} | "
+             f"{pct(f['ci95'][0])}-{pct(f['ci95'][1])} | {f['wall_s_per_run']:.0f} | {f['params']:,} |",
+             f"| SBU | official 5 folds x seeds 0-2 | {s['n_runs']} | {pct(s['class_avg_acc'])} | {pct(s['class_avg_acc_std'])} | "
+             f"{pct(s['ci95'][0])}-{pct(s['ci95'][1])} | {s['wall_s_per_run']:.0f} | {s['params']:,} |",
+             f"| SBU fold 5 alone (65 test sequences; the paper family's single split) | seeds 0-2 | 3 | "
+             f"{pct(s['fold5_class_avg_acc'])} | | {pct(s['fold5_ci95'][0])}-{pct(s['fold5_ci95'][1])} | | |", "",
+             "SBU per fold (mean over seeds): " + ", ".join(f"{i + 1}: {pct(a)}" for i, a in enumerate(s["folds"])) + ".", ""]
+    md = ROOT / "docs/results/backbone_ablation.md"
+    if md.is_file():
+        meta = json.loads((RESULTS / "backbone_ablation.json").read_text())["meta"]
+        lines += ["### Backbone ablation", "",
+                  f"`python benchmarks/backbone_ablation.py` ({meta['wall_s'] / 60:.0f} min): each choice of the default configs "
+                  "switched off or changed alone; FPHA seeds 0-2, SBU 5 folds x seed 0.", "", md.read_text().strip(), ""]
+    return "\n".join(lines + [END])
+
+
+def update_results_doc() -> None:
+    """Replace (or insert, after the title) the backbone section of docs/results.md."""
+    doc = ROOT / "docs/results.md"
+    text = doc.read_text() if doc.is_file() else "# Results\n"
+    if START in text:
+        head, rest = text.split(START, 1)
+        text = head + backbone_section() + rest.split(END, 1)[1]
+    else:
+        title, _, body = text.partition("\n")
+        text = f"{title}\n\n{backbone_section()}\n{body}"
+    doc.write_text(text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data"))
@@ -107,6 +156,7 @@ def main() -> None:
     results["meta"] = {"machine": machine(), "wall_s": round(time.perf_counter() - t0, 1),
                        "protocol": PROTOCOL, "command": "python benchmarks/backbone_ablation.py"}
     path.write_text(json.dumps(results, indent=2))
+    update_results_doc()
     print(md)
 
 

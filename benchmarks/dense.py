@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from backbone_ablation import update_results_doc  # noqa: E402
 from paper_table import DATASETS, RESULTS, machine  # noqa: E402
 
 from pmp.experiments import load_sweep, run_sweep  # noqa: E402
@@ -60,7 +61,7 @@ def main() -> None:
         dense = dataclasses.replace(spec, grid={**spec.grid, "pruning.method": ["dense"]})
         result = run_sweep(dense, workers=args.workers, data_root=args.data_root)
         runs = [m for m in (read_metrics(spec.out / o.run_id) for o in result.runs) if m is not None]
-        out[name] = {**summarize(name, runs), "config": str(spec.base.relative_to(ROOT)),
+        out[name] = {**summarize(name, runs), "config": str(spec.base),
                      "failed": [o.run_id for o in result.failed]}
         lo, hi = out[name]["ci95"]
         print(f"{name}: class-averaged accuracy {100 * out[name]['class_avg_acc']:.2f} "
@@ -70,6 +71,7 @@ def main() -> None:
                    "note": "wall_s per run is the training time of one worker (one torch thread); "
                            "the runs of a sweep share the machine"}
     (RESULTS / "dense.json").write_text(json.dumps(out, indent=2))
+    update_results_doc()
 
 
 if __name__ == "__main__":

@@ -33,8 +33,9 @@ from .sparse import load_sparse
 #: Calls in a row per implementation in the steady-state timing (the first of each is not timed).
 BLOCK_CALLS = 10
 
-#: The deployment-size model of the benchmark (hands: 21 joints, 32 frames, 3-D, 45 classes).
-AGCN_DEFAULT: dict[str, Any] = dict(num_nodes=21, in_frames=32, in_channels=3, num_classes=45, heads=8, attn_dim=16,
+#: The deployment-size model of the benchmark: configs/fpha.yaml's (hands: 21 joints, 45 classes;
+#: 8 temporal chunks of 3 + 21 + 3 + 1 feature channels: position, distances, bone, angle).
+AGCN_DEFAULT: dict[str, Any] = dict(num_nodes=21, in_frames=8, in_channels=28, num_classes=45, heads=8, attn_dim=16,
                                     gc_dim=16, hidden=384)
 NOTE = ("Random-init weights (BatchNorm statistics drawn at random) pruned by magnitude, per layer: latency "
         "depends on the sparsity pattern's size, not on what the weights learned, so no training is needed to "

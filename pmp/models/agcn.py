@@ -1,6 +1,8 @@
 """The paper's backbone: multi-head attention over skeleton joints, then a graph convolution.
 
-Nodes are joints; a node's signal is its whole (resampled) trajectory, T x C values. Each attention
+Nodes are joints; a node's signal is its whole preprocessed trajectory, T x C values: with the
+default configs, T temporal chunk means of the joint's position, its distances to every joint, its
+bone and bone angle (pmp/data/features.py; docs/results.md has the ablation behind that). Each attention
 head learns its own V x V adjacency from the node signals; the graph convolution mixes node signals
 with each head's adjacency; a fully connected layer and a classifier follow. Most weights sit in
 the fully connected layer (V x heads x width inputs): the network is deliberately oversized, since
