@@ -25,6 +25,7 @@ from paper_table import RESULTS, machine  # noqa: E402
 from pmp.experiments import SweepSpec, run_sweep  # noqa: E402
 from pmp.experiments.stats import mean_ci  # noqa: E402
 from pmp.experiments.sweep import read_metrics  # noqa: E402
+from pmp.machine import machine_fingerprint  # noqa: E402
 from pmp.training.config import load_config  # noqa: E402
 
 CONFIGS = {"fpha": ROOT / "configs/fpha.yaml", "sbu": ROOT / "configs/sbu.yaml"}
@@ -99,9 +100,10 @@ def backbone_section() -> str:
     f, s = dense["fpha"], dense["sbu"]
     pct = lambda a: f"{100 * a:.2f}"  # noqa: E731
     lines = [START, "## The dense backbone", "",
-             f"`python benchmarks/dense.py` ({dense['meta']['machine']}; {dense['meta']['wall_s'] / 60:.0f} min with "
-             f"2 workers, one torch thread each); backbone `{dense['backbone']}`, configs `{f['config']}` and "
-             f"`{s['config']}`. Class-averaged accuracy %, mean, sample std, 95% t-interval of the mean:", "",
+             f"`python benchmarks/dense.py` ({dense['meta']['machine']}; 2 workers of one torch thread each, "
+             f"s per run = one run's training time, on a machine shared with other jobs); backbone `{dense['backbone']}`, "
+             f"configs `{f['config']}` and `{s['config']}`. Class-averaged accuracy %, mean, sample std, 95% "
+             "t-interval of the mean:", "",
              "| dataset | protocol | runs | mean | std | 95% CI | s per run | weights |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |",
              f"| FPHA | official 1:1 split, seeds 0-4 | {f['n_runs']} | {pct(f['class_avg_acc'])} | {pct(f['class_avg_acc_std'])} | "
@@ -111,6 +113,10 @@ def backbone_section() -> str:
              f"| SBU fold 5 alone (65 test sequences; the paper family's single split) | seeds 0-2 | 3 | "
              f"{pct(s['fold5_class_avg_acc'])} | | {pct(s['fold5_ci95'][0])}-{pct(s['fold5_ci95'][1])} | | |", "",
              "SBU per fold (mean over seeds): " + ", ".join(f"{i + 1}: {pct(a)}" for i, a in enumerate(s["folds"])) + ".", ""]
+    grid = json.loads((RESULTS / "pmp.json").read_text()).get("meta", {}).get("timing", {})
+    if any(abs(grid.get(k, {}).get("dense_class_avg_acc", -1.0) - dense[k]["class_avg_acc"]) > 1e-9 for k in ("fpha", "sbu")):
+        lines += ["**The pruning tables further down are stale**: they were made on an earlier dense network (their "
+                  "dense rows), not on this one; `python benchmarks/paper_table.py` regenerates them.", ""]
     md = ROOT / "docs/results/backbone_ablation.md"
     if md.is_file():
         meta = json.loads((RESULTS / "backbone_ablation.json").read_text())["meta"]
@@ -153,7 +159,7 @@ def main() -> None:
     md = table(results)
     (ROOT / "docs/results").mkdir(parents=True, exist_ok=True)
     (ROOT / "docs/results/backbone_ablation.md").write_text(md)
-    results["meta"] = {"machine": machine(), "wall_s": round(time.perf_counter() - t0, 1),
+    results["meta"] = {"machine": machine(), "fingerprint": machine_fingerprint(), "wall_s": round(time.perf_counter() - t0, 1),
                        "protocol": PROTOCOL, "command": "python benchmarks/backbone_ablation.py"}
     path.write_text(json.dumps(results, indent=2))
     update_results_doc()

@@ -27,6 +27,7 @@ from paper_table import DATASETS, RESULTS, machine  # noqa: E402
 from pmp.experiments import load_sweep, run_sweep  # noqa: E402
 from pmp.experiments.stats import mean_ci  # noqa: E402
 from pmp.experiments.sweep import read_metrics  # noqa: E402
+from pmp.machine import machine_fingerprint  # noqa: E402
 from pmp.training.config import load_config  # noqa: E402
 
 
@@ -66,7 +67,7 @@ def main() -> None:
         lo, hi = out[name]["ci95"]
         print(f"{name}: class-averaged accuracy {100 * out[name]['class_avg_acc']:.2f} "
               f"+- {100 * out[name]['class_avg_acc_std']:.2f}% (95% CI {100 * lo:.2f}-{100 * hi:.2f}) over {len(runs)} runs")
-    out["meta"] = {"machine": machine(), "wall_s": round(time.perf_counter() - t_all, 1),
+    out["meta"] = {"machine": machine(), "fingerprint": machine_fingerprint(), "wall_s": round(time.perf_counter() - t_all, 1),
                    "command": "python benchmarks/dense.py",
                    "note": "wall_s per run is the training time of one worker (one torch thread); "
                            "the runs of a sweep share the machine"}

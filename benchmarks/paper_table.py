@@ -97,6 +97,7 @@ def main() -> None:
             for r in rows:
                 f.write(",".join("" if r.get(c) is None else str(r.get(c)) for c in CSV_COLUMNS) + "\n")
         grouped = per_method_rate([r.metrics for r in rep.records])
+        timing[name]["dense_class_avg_acc"] = mean([m["class_avg_acc"] for m in grouped.get("dense", {}).get("0", [])] or [float("nan")])
         for method, by_rate in grouped.items():
             cells = {rate: summarize_cell(runs, method == "pmp") for rate, runs in by_rate.items()}
             if method == "pmp":
