@@ -217,6 +217,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pmp", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--reproducible", action="store_true",
+                   help="pin torch's CPU kernels to AVX2 (ATEN_CPU_CAPABILITY), so that every x86-64 machine gives "
+                        "the same numbers for a seed; same as the env variable PMP_REPRODUCIBLE=1 (docs/guarantees.md)")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train (and prune) one run; --split all runs every fold")
@@ -296,8 +299,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _rerun_reproducible(argv: list[str]) -> int:
+    """The command again in a fresh interpreter with PMP_REPRODUCIBLE=1: torch reads its CPU
+    capability once, when imported, which has happened in this one."""
+    import os
+    import subprocess
+
+    from pmp.machine import REPRODUCIBLE_ENV
+
+    env = {**os.environ, REPRODUCIBLE_ENV: "1"}
+    return subprocess.run([sys.executable, "-m", "pmp.cli", *argv], env=env).returncode
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    if args.reproducible:
+        from pmp.machine import reproducible_active
+
+        if not reproducible_active():
+            return _rerun_reproducible(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)

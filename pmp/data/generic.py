@@ -8,6 +8,7 @@ checked and an error names it (and the sequence index).
 
 from __future__ import annotations
 
+import logging
 import re
 import zipfile
 from pathlib import Path
@@ -20,6 +21,7 @@ from .base import LAYOUTS, DataFormatError, SkeletonDataset, Split, fold_splits
 OPTIONAL = {"lengths", "class_names", "edges", "layout", "root_joint"}
 _PER_SEQUENCE = re.compile(r"x_(0|[1-9][0-9]*)")
 Bad = Callable[[str, str], DataFormatError]  # (field, message) -> the error to raise
+log = logging.getLogger(__name__)
 
 
 def load_generic(path: str | Path) -> SkeletonDataset:
@@ -86,17 +88,31 @@ def dataset_from_fields(path: Path, fields: dict[str, np.ndarray]) -> SkeletonDa
     root_joint = int(_scalar(fields, "root_joint", "iu", 0, bad))
     if not 0 <= root_joint < (v // 2 if layout == "two_person" else v):
         raise bad("root_joint", f"{root_joint} is not a joint of one person")
+    splits = _splits(fields["split"], n, bad)
+    _warn_if_suspicious(path, sequences, y, len(class_names), splits)
     return SkeletonDataset(
         name=path.stem,
         sequences=sequences,
         labels=y,
         class_names=class_names,
-        splits=_splits(fields["split"], n, bad),
+        splits=splits,
         layout=layout,
         sources=[f"{path}[{i}]" for i in range(n)],
         edges=edges,
         root_joint=root_joint,
     )
+
+
+def _warn_if_suspicious(path: Path, sequences: list[np.ndarray], y: np.ndarray, classes: int,
+                        splits: list[Split]) -> None:
+    """Legal but probably wrong data: a warning naming the file, not an error (docs/guarantees.md)."""
+    for s in splits:
+        untrained = sorted(set(range(classes)) - set(y[s.train].tolist()))
+        if untrained:
+            log.warning("%s: split %s has no training sequence of class(es) %s", path, s.name, untrained[:10])
+    still = [i for i, seq in enumerate(sequences) if np.ptp(seq, axis=0).max() == 0]
+    if len(still) == len(sequences):
+        log.warning("%s: every sequence is motionless (all frames equal)", path)
 
 
 def _sequences(fields: dict[str, np.ndarray], per_seq: list[str], bad: Bad) -> list[np.ndarray]:
