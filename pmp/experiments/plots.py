@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -51,17 +51,46 @@ def accuracy_vs_density(
         if hollow:
             ax.plot(density[hollow], np.asarray(means, dtype=float)[hollow], "o", markerfacecolor="white",
                     color=line[0].get_color(), label=f"{method}: rates not trained at")
+    _density_axis(ax, densities)
+    ax.set_ylabel("class-averaged accuracy (%)")
+    ax.set_title(title)
+    ax.legend()
+    return _save(fig, path)
+
+
+def _density_axis(ax: Any, densities: Sequence[float]) -> None:
+    """Density = 1 - rate on a reversed log axis, ticks at the densities that were run."""
     if densities:
         ax.set_xlim(max(densities) * 1.5, min(densities) / 1.5)  # reversed; also valid for a single rate
         ax.set_xscale("log")
         ticks = sorted(set(densities))
-        ax.set_xticks(ticks, [f"{d:g}" for d in ticks])  # the densities that were run, written plainly
+        ax.set_xticks(ticks, [f"{d:g}" for d in ticks])  # written plainly
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("density = 1 - pruning rate (log scale)")
-    ax.set_ylabel("class-averaged accuracy (%)")
-    ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+
+
+def paired_differences(diffs: dict[str, list[tuple[float, Any]]], reference: str, path: Path, title: str) -> Path:
+    """One line per other method: the reference's mean paired lead (points) against density, with its
+    95% t-interval as an error bar (none for a single pair), and the zero line that a claim must clear.
+
+    `diffs`: method -> [(rate, PairedDiff)], rates ascending."""
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot()
+    ax.axhline(0.0, color="black", linewidth=1)
+    densities = []
+    for i, (other, points) in enumerate(diffs.items()):
+        density = 1.0 - np.asarray([r for r, _ in points], dtype=float)
+        density *= 1.0 + 0.02 * (i - (len(diffs) - 1) / 2)  # a small offset so the bars do not overlap
+        means = np.asarray([d.mean for _, d in points], dtype=float)
+        lo = np.nan_to_num(means - np.asarray([d.t_lo for _, d in points], dtype=float))
+        hi = np.nan_to_num(np.asarray([d.t_hi for _, d in points], dtype=float) - means)
+        ax.errorbar(density, means, yerr=[lo, hi], marker="o", capsize=3, label=f"{reference} - {other}")
+        densities.extend(1.0 - r for r, _ in points)
+    _density_axis(ax, densities)
+    ax.set_ylabel(f"paired difference, {reference} minus method (points)")
+    ax.set_title(f"{title}: paired differences, 95% t-intervals")
+    ax.legend(fontsize="small")
     return _save(fig, path)
 
 

@@ -4,6 +4,9 @@ Reads every `metrics.json` under a folder (recursively, so one report can cover 
 which makes the report independent of how the runs were launched. Accuracies in the CSV files are
 fractions as in metrics.json; the Markdown table shows percentages, mean ± sample standard deviation
 (ddof=1) over seeds and folds, and n, the number of runs in the cell.
+
+Runs of two methods that share a seed and fold (and the table's variant) are paired: `paired.csv`
+and the paired tables give, per rate, PMP minus each other method over those pairs (docs/sweeps.md).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .grid import extra_axes
+from .grid import VARIANT_SEP, extra_axes, split_label
+from .stats import PairedDiff, paired_diff
 from .sweep import METRICS, RUN_INFO, read_metrics
 
 COLUMNS = [
@@ -26,8 +30,13 @@ COLUMNS = [
     "soft_class_avg_acc", "achieved_rate", "epochs", "wall_s", "seen", "run",
 ]  # fmt: skip
 SUMMARY_COLUMNS = ["dataset", "variant", "method", "rate", "n", "mean_acc", "std_acc", "epochs"]
+PAIRED_COLUMNS = [
+    "dataset", "variant", "rate", "reference", "other", "n", "mean_diff", "std_diff", "t_lo", "t_hi",
+    "boot_lo", "boot_hi", "wins", "ties", "losses", "unpaired_reference", "unpaired_other", "duplicates",
+]  # fmt: skip
 METHOD_ORDER = ["dense", "pmp", "mrmp", "mp", "gmp", "lth", "snip"]
 DEFAULT_DENSITY_RATE = 0.98
+REFERENCE = "pmp"  # the method every other one is paired against
 
 
 @dataclass
@@ -36,10 +45,22 @@ class RunRecord:
 
     row: dict[str, Any]
     metrics: dict[str, Any]
+    name: str = ""  # the sweep's named variant of the method (`lth@equal` -> "equal")
+    axes: str = ""  # extra grid axes, e.g. "pruning.scope=global": each set is its own table
 
     @property
     def group(self) -> tuple[str, str]:
-        return self.row["dataset"], self.row["variant"]
+        return self.row["dataset"], self.axes
+
+    @property
+    def label(self) -> str:
+        """The method's column in tables: `lth`, or `lth@equal` for a named variant."""
+        return f"{self.row['method']}{VARIANT_SEP}{self.name}" if self.name else self.row["method"]
+
+    @property
+    def pair_key(self) -> tuple[Any, str]:
+        """Runs of different methods with the same key (and group, rate) are paired."""
+        return self.row["seed"], self.row["fold"]
 
 
 @dataclass
@@ -47,8 +68,8 @@ class Cell:
     """Class-averaged accuracy of one (dataset, variant, method, rate) over its seeds and folds, in %."""
 
     dataset: str
-    variant: str
-    method: str
+    variant: str  # the extra grid axes of the table
+    method: str  # the record label: a named variant is a column of its own
     rate: float
     n: int
     mean: float
@@ -66,29 +87,58 @@ class Cell:
 
 
 @dataclass
+class Paired:
+    """`reference` minus `other` at one rate of one table, over the runs that share a seed and fold.
+
+    Runs without a partner are listed by key, not dropped silently (a missing or failed run);
+    a key held by two runs of one method (two sweeps in one report) is ambiguous and left out."""
+
+    dataset: str
+    variant: str
+    rate: float
+    other: str
+    stats: PairedDiff | None  # None: no pair
+    unpaired_reference: list[str]
+    unpaired_other: list[str]
+    duplicates: list[str]
+    reference: str = REFERENCE
+
+    def row(self) -> dict[str, Any]:
+        """The paired.csv row: differences in accuracy points (%)."""
+        s = self.stats.to_dict() if self.stats else {"n": 0}
+        s = {k: v for k, v in s.items() if k != "level"}
+        return {**vars(self), **s, "mean_diff": s.get("mean"), "std_diff": s.get("std"),
+                **{k: " ".join(getattr(self, k)) for k in ("unpaired_reference", "unpaired_other", "duplicates")}}
+
+
+@dataclass
 class Report:
     records: list[RunRecord]
     cells: list[Cell]
     markdown: str
     files: list[Path] = field(default_factory=list)
     unreadable: list[Path] = field(default_factory=list)  # metrics.json files that did not parse
+    paired: list[Paired] = field(default_factory=list)
 
 
-def _variant(run_dir: Path) -> str:
-    """Extra grid axes of a sweep run (from run.json), e.g. "pruning.scope=global"; "" otherwise."""
+def _variant(run_dir: Path) -> tuple[str, str]:
+    """A sweep run's (named variant, extra grid axes) from run.json, e.g. ("equal", "") or
+    ("", "pruning.scope=global"); ("", "") for runs made outside a sweep."""
     try:
         axes = json.loads((run_dir / RUN_INFO).read_text())["axes"]
     except (OSError, ValueError, KeyError):
-        return ""
-    return ",".join(f"{k}={v}" for k, v in sorted(extra_axes(axes).items()))
+        return "", ""
+    name = split_label(axes.get("pruning.method", ""))[1]
+    return name, ",".join(f"{k}={v}" for k, v in sorted(extra_axes(axes).items()))
 
 
-def _method_key(method: str) -> tuple[int, str]:
-    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+def _method_key(label: str) -> tuple[int, str]:
+    method = split_label(label)[0]
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), label)
 
 
 def _record_key(r: RunRecord) -> tuple:
-    return (*r.group, _method_key(r.row["method"]), r.row["rate"], r.row["seed"] or 0, r.row["fold"])
+    return (*r.group, _method_key(r.label), r.row["rate"], r.row["seed"] or 0, r.row["fold"])
 
 
 def collect(runs_dir: str | Path) -> tuple[list[RunRecord], list[Path]]:
@@ -102,14 +152,15 @@ def collect(runs_dir: str | Path) -> tuple[list[RunRecord], list[Path]]:
         if m is None:
             unreadable.append(path)
             continue
+        name, axes = _variant(path.parent)
         row = {k: m.get(k) for k in COLUMNS}
         row.update(
-            variant=_variant(path.parent),
+            variant=",".join(v for v in (name, axes) if v),
             rate=0.0 if m.get("method") == "dense" else m.get("rate"),
             fold="" if m.get("split") is None else str(m["split"]),
             run=str(path.parent.relative_to(runs_dir)),
         )
-        records += [RunRecord(r, m) for r in _served_rows(row, m)]
+        records += [RunRecord(r, m, name, axes) for r in _served_rows(row, m)]
     splits: dict[str, set[str]] = defaultdict(set)
     for r in records:
         splits[r.row["dataset"]].add(r.row["fold"])
@@ -133,7 +184,7 @@ def summarize(records: list[RunRecord]) -> list[Cell]:
     """Mean and sample std of the class-averaged accuracy per (dataset, variant, method, rate)."""
     groups: dict[tuple, list[RunRecord]] = defaultdict(list)
     for r in records:
-        groups[(*r.group, r.row["method"], float(r.row["rate"]))].append(r)
+        groups[(*r.group, r.label, float(r.row["rate"]))].append(r)
     cells = []
     for (dataset, variant, method, rate), rs in groups.items():
         accs = [100.0 * r.row["class_avg_acc"] for r in rs]
@@ -141,6 +192,70 @@ def summarize(records: list[RunRecord]) -> list[Cell]:
         epochs = sorted({int(r.row["epochs"]) for r in rs if r.row["epochs"] is not None})
         cells.append(Cell(dataset, variant, method, rate, len(accs), statistics.fmean(accs), std, epochs))
     return sorted(cells, key=lambda c: (c.dataset, c.variant, _method_key(c.method), c.rate))
+
+
+def _key_text(key: tuple[Any, str]) -> str:
+    seed, fold = key
+    return " ".join(p for p in ("" if seed is None else f"s{seed}", f"f{fold}" if fold else "") if p) or "-"
+
+
+def pair(records: list[RunRecord], reference: str = REFERENCE) -> list[Paired]:
+    """`reference` minus every other method (dense included) at each rate, per table.
+
+    Dense has one run per seed and fold, at rate 0: it is paired with the reference at every rate.
+    Every method of the table gets a row at every rate of the table, so a rate where it (or the
+    reference) has no run shows up as unpaired rather than as a missing row."""
+    runs: dict[tuple, dict[tuple, dict[tuple[Any, str], list[RunRecord]]]] = defaultdict(lambda: defaultdict(
+        lambda: defaultdict(list)))
+    for r in records:
+        runs[r.group][(r.label, float(r.row["rate"]))][r.pair_key].append(r)
+    out = []
+    for group, by_cell in runs.items():
+        labels = sorted({lab for lab, _ in by_cell if lab != reference}, key=_method_key)
+        if reference not in {lab for lab, _ in by_cell}:
+            continue
+        rates = sorted({rate for lab, rate in by_cell if split_label(lab)[0] != "dense"})
+        for rate in rates:
+            ref = by_cell.get((reference, rate), {})
+            for other in labels:
+                oth = by_cell.get((other, 0.0 if split_label(other)[0] == "dense" else rate), {})
+                out.append(_pair_cell(group, rate, reference, ref, other, oth))
+    return out
+
+
+def _pair_cell(group: tuple[str, str], rate: float, reference: str, ref: dict, other: str, oth: dict) -> Paired:
+    dup = sorted({k for k in (*ref, *oth) if len(ref.get(k, ())) > 1 or len(oth.get(k, ())) > 1}, key=str)
+    both = sorted((set(ref) & set(oth)) - set(dup), key=str)
+    stats = None
+    if both:  # accuracy points
+        a = [100.0 * ref[k][0].row["class_avg_acc"] for k in both]
+        b = [100.0 * oth[k][0].row["class_avg_acc"] for k in both]
+        stats = paired_diff(a, b)
+    def texts(keys: set) -> list[str]:
+        return [_key_text(k) for k in sorted(keys, key=str)]
+
+    return Paired(*group, rate, other, stats, texts(set(ref) - set(oth) - set(dup)),
+                  texts(set(oth) - set(ref) - set(dup)), texts(set(dup)), reference)
+
+
+def _interval(lo: float, hi: float) -> str:
+    return "" if math.isnan(lo) else f"[{lo:+.2f}, {hi:+.2f}]"
+
+
+def paired_table(paired: list[Paired]) -> str:
+    """Per rate and method: the reference's mean paired lead in points, its intervals, wins/ties/losses."""
+    ref = paired[0].reference
+    lines = [f"| rate | {ref} − | pairs | mean (points) | 95% t-interval | 95% bootstrap | wins / ties / losses | "
+             "unpaired |", "|---" * 8 + "|"]
+    for p in paired:
+        s = p.stats
+        unpaired = "; ".join(f"{who}: {', '.join(keys)}" for who, keys in (
+            (p.reference, p.unpaired_reference), (p.other, p.unpaired_other), ("duplicate", p.duplicates)) if keys)
+        cells = (["0", "", "", "", ""] if s is None else
+                 [str(s.n), f"{s.mean:+.2f}", _interval(s.t_lo, s.t_hi), _interval(s.boot_lo, s.boot_hi),
+                  f"{s.wins} / {s.ties} / {s.losses}"])
+        lines.append(f"| {100 * p.rate:g} % | {p.other} | " + " | ".join(cells) + f" | {unpaired} |")
+    return "\n".join(lines)
 
 
 def _by_group(cells: list[Cell]) -> dict[tuple[str, str], list[Cell]]:
@@ -187,9 +302,11 @@ def _closest(rates: set[float], target: float) -> float:
 
 
 def _group_plots(
-    group: tuple[str, str], records: list[RunRecord], cells: list[Cell], plot_dir: Path, density_rate: float
+    group: tuple[str, str], records: list[RunRecord], cells: list[Cell], paired: list[Paired], plot_dir: Path,
+    density_rate: float,
 ) -> list[Path]:
-    """Accuracy vs density; at the rate closest to `density_rate`: PMP latent histogram, per-layer density."""
+    """Accuracy and paired differences vs density; at the rate closest to `density_rate`: PMP latent
+    histogram, per-layer density."""
     from . import plots  # matplotlib: imported here, not in every sweep worker that imports this package
 
     slug, title = _slug(group), _title(group)
@@ -201,8 +318,15 @@ def _group_plots(
     unseen: dict[str, set[float]] = defaultdict(set)  # multi-rate runs' rates outside their training rates
     for r in records:
         if r.row.get("seen") is False:
-            unseen[r.row["method"]].add(float(r.row["rate"]))
+            unseen[r.label].add(float(r.row["rate"]))
     files = [plots.accuracy_vs_density(curves, dense, plot_dir / f"accuracy_{slug}.png", title, unseen)]
+    diffs: dict[str, list[tuple[float, PairedDiff]]] = defaultdict(list)
+    for p in paired:
+        if p.stats is not None:
+            diffs[p.other].append((p.rate, p.stats))
+    if diffs:
+        path = plot_dir / f"paired_{slug}.png"
+        files.append(plots.paired_differences(dict(diffs), paired[0].reference, path, title))
 
     # per-layer densities are recorded at a run's headline rate only (a multi-rate run serves others)
     pruned = [r for r in records if r.row["method"] != "dense" and r.row["rate"] == r.metrics.get("rate")]
@@ -218,7 +342,7 @@ def _group_plots(
     densities: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in at_rate:
         for layer, d in (r.metrics.get("layer_density") or {}).items():
-            densities[r.row["method"]][layer].append(d)
+            densities[r.label][layer].append(d)
     if densities:
         means = {m: {k: statistics.fmean(v) for k, v in d.items()} for m, d in densities.items()}
         path = plot_dir / f"layer_density_{slug}_r{rate:g}.png"
@@ -240,9 +364,11 @@ def report(
     out.mkdir(parents=True, exist_ok=True)
     records, unreadable = collect(runs_dir)
     cells = summarize(records)
+    paired = pair(records)
     files = [
         _write_csv(out / "results.csv", COLUMNS, [r.row for r in records]),
         _write_csv(out / "summary.csv", SUMMARY_COLUMNS, [c.summary_row() for c in cells]),
+        _write_csv(out / "paired.csv", PAIRED_COLUMNS, [p.row() for p in paired]),
     ]
 
     sections = [
@@ -250,17 +376,23 @@ def report(
         "",
         f"Class-averaged accuracy (%) of {len(records)} finished runs under `{runs_dir}`: mean ± sample "
         "standard deviation (ddof=1) over seeds and folds, n = runs per cell. The 0 % row is the dense "
-        "reference; the last row gives the training epochs of each method.",
+        "reference; the last row gives the training epochs of each method. Paired tables: runs that share "
+        f"a seed and fold are paired, and each row gives {REFERENCE} minus that method over its pairs in "
+        "accuracy points (> 0: PMP ahead), with 95% intervals of the mean difference (t over the pairs; "
+        "percentile bootstrap, fixed seed; none for one pair); unpaired runs are listed by seed (s) and fold (f).",
     ]
     for group, group_cells in _by_group(cells).items():
         group_records = [r for r in records if r.group == group]
-        plot_files = _group_plots(group, group_records, group_cells, out / "plots", density_rate)
+        group_paired = [p for p in paired if (p.dataset, p.variant) == group]
+        plot_files = _group_plots(group, group_records, group_cells, group_paired, out / "plots", density_rate)
         files += plot_files
         sections += ["", f"## {_title(group)}", "", markdown_table(group_cells)]
+        if group_paired:
+            sections += ["", f"### Paired differences: {REFERENCE} minus each method", "", paired_table(group_paired)]
         sections += [f"\n![{p.stem}](plots/{p.name})" for p in plot_files]
     if unreadable:
         sections += ["", "Unreadable metrics files (skipped): " + ", ".join(f"`{p}`" for p in unreadable)]
     markdown = "\n".join(sections) + "\n"
     (out / "results.md").write_text(markdown)
     files.append(out / "results.md")
-    return Report(records, cells, markdown, files, unreadable)
+    return Report(records, cells, markdown, files, unreadable, paired)

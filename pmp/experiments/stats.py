@@ -35,3 +35,53 @@ def mean_ci(values: list[float] | np.ndarray, level: float = 0.95) -> MeanCI:
     s = float(v.std(ddof=1))
     half = float(stats.t.ppf((1 + level) / 2, v.size - 1)) * s / math.sqrt(v.size)
     return MeanCI(m, s, int(v.size), m - half, m + half, level)
+
+
+@dataclass(frozen=True)
+class PairedDiff:
+    """a - b over n pairs: mean, sample std, a t-interval and a percentile-bootstrap interval of the
+    mean difference, and how many pairs a wins, ties and loses. With n < 2 there is no interval
+    (NaN bounds): one pair says nothing about the spread, so it must not look certain."""
+
+    n: int
+    mean: float
+    std: float
+    t_lo: float
+    t_hi: float
+    boot_lo: float
+    boot_hi: float
+    wins: int
+    ties: int
+    losses: int
+    level: float = 0.95
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+#: resamples of the bootstrap; its generator is seeded, so a report is the same every time it is made
+BOOTSTRAP_RESAMPLES = 10_000
+
+
+def paired_diff(
+    a: list[float] | np.ndarray, b: list[float] | np.ndarray, level: float = 0.95,
+    resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
+) -> PairedDiff:
+    """Statistics of a[i] - b[i]; a pair is a tie when the two are exactly equal (same test-set count)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"paired_diff needs two non-empty lists of equal length, got {a.shape} and {b.shape}")
+    d = a - b
+    ci = mean_ci(d, level)
+    nan = math.nan
+    if d.size < 2:
+        boot = (nan, nan)
+        t = (nan, nan)
+    else:
+        idx = np.random.default_rng(seed).integers(0, d.size, size=(resamples, d.size))
+        means = d[idx].mean(axis=1)
+        tail = 100 * (1 - level) / 2
+        boot = (float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail)))
+        t = (ci.lo, ci.hi)
+    wins, ties = int((d > 0).sum()), int((d == 0).sum())
+    return PairedDiff(ci.n, ci.mean, ci.std, *t, *boot, wins, ties, int(d.size) - wins - ties, level)

@@ -1,0 +1,122 @@
+"""Paired statistics (PMP minus each method over runs sharing a seed and fold) on fabricated runs
+whose differences, intervals and unpaired runs are worked out by hand."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pmp.experiments.report import report
+from pmp.experiments.stats import paired_diff
+
+from test_experiments_report import _write  # noqa: E402  (tests/ is on sys.path under pytest)
+
+T975_2, T975_1 = 4.302653, 12.706205  # t quantiles, 2 and 1 degrees of freedom
+
+
+def test_paired_diff_by_hand():
+    # differences -10, -9, -10: mean -29/3, sample std sqrt(1/3), half-width t(2) * std / sqrt(3) = t(2) / 3
+    d = paired_diff([70.0, 75.0, 80.0], [80.0, 84.0, 90.0])
+    assert (d.n, d.wins, d.ties, d.losses) == (3, 0, 0, 3)
+    assert d.mean == pytest.approx(-29 / 3) and d.std == pytest.approx(math.sqrt(1 / 3))
+    assert d.t_hi - d.mean == pytest.approx(T975_2 / 3, rel=1e-6) and d.mean - d.t_lo == pytest.approx(T975_2 / 3)
+    # two pairs, +10 and 0: bootstrap means are 10, 5 or 0 with chances 1/4, 1/2, 1/4 -> [0, 10]
+    two = paired_diff([70.0, 75.0], [60.0, 75.0])
+    assert (two.wins, two.ties, two.losses, two.mean) == (1, 1, 0, 5.0)
+    assert (two.boot_lo, two.boot_hi) == (0.0, 10.0)
+    assert two.t_hi - 5.0 == pytest.approx(T975_1 * math.sqrt(50) / math.sqrt(2), rel=1e-6)
+
+
+def test_one_pair_has_no_interval_and_bad_input_is_an_error():
+    one = paired_diff([0.5], [0.25])
+    assert (one.n, one.mean, one.wins) == (1, 0.25, 1)
+    assert all(math.isnan(v) for v in (one.t_lo, one.t_hi, one.boot_lo, one.boot_hi))
+    for a, b in (([], []), ([1.0], [1.0, 2.0]), ([[1.0]], [[1.0]])):
+        with pytest.raises(ValueError, match="paired_diff"):
+            paired_diff(a, b)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 100), st.integers(0, 100)), min_size=2, max_size=12))
+def test_paired_diff_is_antisymmetric_and_its_intervals_hold_the_mean(pairs):
+    a, b = (np.array(v, dtype=float) for v in zip(*pairs))
+    ab, ba = paired_diff(a, b), paired_diff(b, a)
+    assert ab.wins + ab.ties + ab.losses == ab.n == len(pairs)
+    assert (ab.wins, ab.ties, ab.losses) == (ba.losses, ba.ties, ba.wins)
+    assert ab.mean == pytest.approx(-ba.mean) and ab.t_lo == pytest.approx(-ba.t_hi)
+    assert ab.t_lo <= ab.mean + 1e-9 and ab.mean - 1e-9 <= ab.t_hi
+    d = a - b
+    assert d.min() - 1e-9 <= ab.boot_lo <= ab.boot_hi <= d.max() + 1e-9
+    assert paired_diff(a, b) == ab  # the bootstrap is seeded: the same report every time
+
+
+@pytest.fixture(scope="module")
+def rep(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    for seed, acc in ((0, 0.80), (1, 0.84), (2, 0.90)):
+        _write(runs, f"dense_s{seed}", method="dense", rate=0.0, seed=seed, class_avg_acc=acc)
+    for method, accs in (("pmp", (0.70, 0.75, 0.80)), ("gmp", (0.72, 0.70, 0.70))):
+        for seed, acc in enumerate(accs):
+            _write(runs, f"{method}_r0.9_s{seed}", method=method, rate=0.9, seed=seed, class_avg_acc=acc)
+    for seed, acc in ((0, 0.60), (1, 0.75), (3, 0.50)):  # seed 2 missing, seed 3 has no PMP partner
+        _write(runs, f"mp_r0.9_s{seed}", method="mp", rate=0.9, seed=seed, class_avg_acc=acc)
+    _write(runs, "lth-equal_r0.9_s0", {"pruning.method": "lth@equal", "pruning.rate": 0.9, "train.seed": 0},
+           method="lth", rate=0.9, seed=0, class_avg_acc=0.65)
+    _write(runs, "lth_r0.9_s0", {"pruning.method": "lth", "pruning.rate": 0.9, "train.seed": 0},
+           method="lth", rate=0.9, seed=0, class_avg_acc=0.60, epochs=300)
+    _write(runs, "mp_r0.99_s0", method="mp", rate=0.99, seed=0, class_avg_acc=0.1)  # PMP never ran at 0.99
+    for name, method, fold, acc in (("pmp_f1", "pmp", "1", 0.9), ("pmp_f2", "pmp", "2", 0.8),
+                                    ("mp_f1", "mp", "1", 0.85), ("mp_f2", "mp", "2", 0.8)):
+        _write(runs / "sbu", name, dataset="sbu", method=method, rate=0.9, split=fold, class_avg_acc=acc)
+    _write(runs / "again", "mp_f2", dataset="sbu", method="mp", rate=0.9, split="2", class_avg_acc=0.7)
+    return report(runs, tmp_path_factory.mktemp("report"))
+
+
+def _at(rep, dataset, rate, other):
+    (p,) = [p for p in rep.paired if (p.dataset, p.rate, p.other) == (dataset, rate, other)]
+    return p
+
+
+def test_pairs_share_seed_and_fold_and_unpaired_runs_are_listed(rep):
+    dense = _at(rep, "fpha", 0.9, "dense")  # dense (rate 0) pairs with PMP at every rate
+    assert (dense.stats.n, dense.stats.mean, dense.stats.losses) == (3, pytest.approx(-29 / 3), 3)
+    mp = _at(rep, "fpha", 0.9, "mp")
+    assert (mp.stats.n, mp.stats.mean, mp.stats.wins, mp.stats.ties) == (2, 5.0, 1, 1)
+    assert (mp.unpaired_reference, mp.unpaired_other) == (["s2"], ["s3"])
+    gmp = _at(rep, "fpha", 0.9, "gmp")  # -2, +5, +10
+    assert (gmp.stats.mean, gmp.stats.wins, gmp.stats.losses) == (pytest.approx(13 / 3), 2, 1)
+    eq = _at(rep, "fpha", 0.9, "lth@equal")  # a named variant is paired on its own, not with lth
+    assert (eq.stats.n, eq.stats.mean, eq.unpaired_reference) == (1, pytest.approx(5.0), ["s1", "s2"])
+    assert _at(rep, "fpha", 0.9, "lth").stats.mean == pytest.approx(10.0)
+    missing = _at(rep, "fpha", 0.99, "mp")  # a rate the reference lacks is a row, not a silent gap
+    assert (missing.stats, missing.unpaired_reference, missing.unpaired_other) == (None, [], ["s0"])
+    sbu = _at(rep, "sbu", 0.9, "mp")  # fold 2 of mp is in two sweeps: ambiguous, left out and said so
+    assert (sbu.stats.n, sbu.stats.mean, sbu.duplicates) == (1, pytest.approx(5.0), ["s0 f2"])
+
+
+def test_paired_csv_markdown_and_plot(rep):
+    rows = list(csv.DictReader((rep.files[0].parent / "paired.csv").open()))
+    mp = next(r for r in rows if (r["dataset"], r["rate"], r["other"]) == ("fpha", "0.9", "mp"))
+    assert (mp["reference"], mp["n"], float(mp["mean_diff"]), mp["wins"], mp["ties"], mp["losses"]) == (
+        "pmp", "2", 5.0, "1", "1", "0")
+    assert (mp["unpaired_reference"], mp["unpaired_other"], float(mp["boot_lo"]), float(mp["boot_hi"])) == (
+        "s2", "s3", 0.0, 10.0)
+    assert float(mp["t_hi"]) - 5.0 == pytest.approx(T975_1 * 5.0, rel=1e-6)  # std sqrt(50) / sqrt(2) = 5
+    assert "### Paired differences: pmp minus each method" in rep.markdown
+    assert "| 90 % | mp | 2 | +5.00 | [-58.53, +68.53] | [+0.00, +10.00] | 1 / 1 / 0 | pmp: s2; mp: s3 |" in rep.markdown
+    assert "| 99 % | mp | 0 |  |  |  |  | mp: s0 |" in rep.markdown
+    assert "| 90 % | lth@equal | 1 | +5.00 |  |  | 1 / 0 / 0 | pmp: s1, s2 |" in rep.markdown
+    assert "| Pruning rate | dense | pmp | mp | gmp | lth | lth@equal |" in rep.markdown
+    png = rep.files[0].parent / "plots" / "paired_fpha.png"
+    assert png in rep.files and png.read_bytes()[:4] == b"\x89PNG" and "plots/paired_fpha.png" in rep.markdown
+
+
+def test_results_rows_keep_the_method_and_name_the_variant(rep):
+    rows = list(csv.DictReader((rep.files[0].parent / "results.csv").open()))
+    lth = {r["variant"]: r for r in rows if r["method"] == "lth"}
+    assert set(lth) == {"", "equal"} and lth[""]["epochs"] == "300"
