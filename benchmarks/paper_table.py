@@ -27,11 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from pmp.experiments import load_sweep, report, run_sweep  # noqa: E402
+from pmp.experiments.grid import split_label  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 DATASETS = {"fpha": ROOT / "configs/sweeps/fpha.yaml", "sbu": ROOT / "configs/sweeps/sbu.yaml"}
-CSV_COLUMNS = ["method", "rate", "seed", "fold", "class_avg_acc", "soft_class_avg_acc", "achieved_rate",
-               "epochs", "wall_s", "overall_acc"]
+CSV_COLUMNS = ["method", "variant", "rate", "seed", "fold", "class_avg_acc", "soft_class_avg_acc", "achieved_rate",
+               "epochs", "wall_s", "overall_acc"]  # variant: e.g. "equal" for the equal-budget LTH (lth@equal)
+NOT_BASELINES = {"dense", "pmp", "mrmp"}  # methods (and their named variants) the claim does not compare to
 
 
 def machine() -> str:
@@ -44,10 +46,11 @@ def mean(values: list[float]) -> float:
     return float(np.mean(values))
 
 
-def per_method_rate(metrics: list[dict]) -> dict[str, dict[str, list[dict]]]:
+def per_method_rate(records: list) -> dict[str, dict[str, list[dict]]]:
+    """Metrics by report label (a named variant such as lth@equal is its own entry) and rate."""
     out: dict[str, dict[str, list[dict]]] = {}
-    for m in metrics:
-        out.setdefault(m["method"], {}).setdefault(f"{m['rate']:g}", []).append(m)
+    for r in records:
+        out.setdefault(r.label, {}).setdefault(f"{r.metrics['rate']:g}", []).append(r.metrics)
     return out
 
 
@@ -96,7 +99,7 @@ def main() -> None:
             f.write(",".join(CSV_COLUMNS) + "\n")
             for r in rows:
                 f.write(",".join("" if r.get(c) is None else str(r.get(c)) for c in CSV_COLUMNS) + "\n")
-        grouped = per_method_rate([r.metrics for r in rep.records])
+        grouped = per_method_rate(rep.records)
         timing[name]["dense_class_avg_acc"] = mean([m["class_avg_acc"] for m in grouped.get("dense", {}).get("0", [])] or [float("nan")])
         for method, by_rate in grouped.items():
             cells = {rate: summarize_cell(runs, method == "pmp") for rate, runs in by_rate.items()}
@@ -118,21 +121,39 @@ def main() -> None:
     print(f"step_time_ratio {cost['step_time_ratio']:.2f}, peak_memory_ratio {cost['peak_memory_ratio']:.2f}")
 
 
-def claim_check(name: str, cells: list) -> list[str]:
-    """The paper's claim, checked on the measured means: PMP >= the best baseline at every rate >= 0.9,
-    and PMP >= MP + 10 points at 0.99."""
-    acc = {(c.method, c.rate): c.mean for c in cells if c.dataset == name}
-    lines = ["| rate | PMP | best baseline | PMP >= best | PMP - MP |", "| --- | --- | --- | --- | --- |"]
-    for rate in sorted({r for (_, r) in acc if r >= 0.9}):
-        base = {m: a for (m, r), a in acc.items() if r == rate and m not in ("pmp", "dense")}
-        if ("pmp", rate) not in acc or not base:
-            continue
-        best = max(base, key=base.get)
-        pmp = acc[("pmp", rate)]
-        gap = pmp - base.get("mp", float("nan"))
-        lines.append(f"| {rate:g} | {pmp:.2f} | {best} {base[best]:.2f} | {'yes' if pmp >= base[best] else 'no'} | "
-                     f"{gap:+.2f}{' (claim: >= +10)' if rate == 0.99 else ''} |")
+def claim_check(name: str, paired: list) -> list[str]:
+    """The paper's claim, checked on the report's paired differences (PMP minus a method over the runs
+    that share seed and fold, 95% t-interval): at every rate >= 0.9 PMP >= the best baseline (the one
+    PMP leads least), PMP - MP >= 10 points at 0.99, and PMP - dense >= -3 points at 0.99."""
+    rows = {(p.rate, p.other): p for p in paired if p.dataset == name and not p.variant and p.stats}
+    lines = ["| rate | claim | method | pairs | PMP minus method: mean [95% t-interval] | wins / ties / losses | holds? |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for rate in sorted({r for r, _ in rows if r >= 0.9}):
+        base = {m: p for (r, m), p in rows.items() if r == rate and split_label(m)[0] not in NOT_BASELINES}
+        claims = [("PMP >= best baseline", min(base, key=lambda m: base[m].stats.mean) if base else None, 0.0)]
+        if rate == 0.99:
+            claims += [("PMP - MP >= +10", "mp", 10.0), ("within 3 points of dense", "dense", -3.0)]
+        for claim, method, threshold in claims:
+            p = rows.get((rate, method))
+            if p is None:
+                lines.append(f"| {rate:g} | {claim} | {method or ''} | 0 | not measured | | |")
+                continue
+            s = p.stats
+            interval = "no interval (one pair)" if s.n < 2 else f"[{s.t_lo:+.2f}, {s.t_hi:+.2f}]"
+            lines.append(f"| {rate:g} | {claim} | {method} | {s.n} | {s.mean:+.2f} {interval} | "
+                         f"{s.wins} / {s.ties} / {s.losses} | {verdict(s, threshold)} |")
     return lines
+
+
+def verdict(s, threshold: float) -> str:
+    """Whether the mean difference clears `threshold`, and whether its interval does too."""
+    at = "zero" if threshold == 0 else f"{threshold:+g}"
+    holds = "yes" if s.mean >= threshold else "no"
+    if s.n < 2:
+        return f"{holds} on one pair"
+    if s.t_lo > threshold or s.t_hi < threshold:
+        return f"{holds}; the interval excludes {at}"
+    return f"{holds} on the mean; the interval includes {at}"
 
 
 def write_results_doc(timing: dict, reports: dict, meta_machine: str) -> None:
@@ -158,7 +179,7 @@ def write_results_doc(timing: dict, reports: dict, meta_machine: str) -> None:
     for name, rep in reports.items():
         body = rep.markdown.split("\n", 1)[1].replace("](plots/", f"](results/{name}/plots/")
         parts += [f"# {name.upper()}", body, "### The paper's claim, checked", ""]
-        parts += claim_check(rep.records[0].row["dataset"], rep.cells) + [""]
+        parts += claim_check(rep.records[0].row["dataset"], rep.paired) + [""]
     (ROOT / "docs" / "results.md").write_text("\n".join(parts) + "\n")
     from backbone_ablation import update_results_doc
 

@@ -120,3 +120,34 @@ def test_results_rows_keep_the_method_and_name_the_variant(rep):
     rows = list(csv.DictReader((rep.files[0].parent / "results.csv").open()))
     lth = {r["variant"]: r for r in rows if r["method"] == "lth"}
     assert set(lth) == {"", "equal"} and lth[""]["epochs"] == "300"
+
+
+def _paper_table():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "paper_table.py"
+    spec = importlib.util.spec_from_file_location("paper_table", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_claim_check_reads_the_paired_intervals(rep, tmp_path):
+    pt = _paper_table()
+    # at 0.9 PMP leads gmp least (-2, +5, +10: mean 13/3, t-interval about ±15): the best baseline
+    (line,) = [x for x in pt.claim_check("fpha", rep.paired) if x.startswith("| 0.9 |")]
+    assert line.startswith("| 0.9 | PMP >= best baseline | gmp | 3 | +4.33 [-10.64, +19.31] | 2 / 0 / 1 |")
+    assert line.endswith("| yes on the mean; the interval includes zero |")
+    runs = tmp_path / "runs"
+    for seed, (dense, pmp, mp) in enumerate(((0.90, 0.88, 0.70), (0.92, 0.90, 0.85))):
+        _write(runs, f"dense_s{seed}", method="dense", rate=0.0, seed=seed, class_avg_acc=dense)
+        _write(runs, f"pmp_s{seed}", method="pmp", rate=0.99, seed=seed, class_avg_acc=pmp)
+        _write(runs, f"mp_s{seed}", method="mp", rate=0.99, seed=seed, class_avg_acc=mp)
+    _write(runs, "gmp_s0", method="gmp", rate=0.99, seed=0, class_avg_acc=0.87)
+    lines = pt.claim_check("fpha", report(runs, tmp_path / "out").paired)[2:]
+    assert [x.split(" | ")[1:4] for x in lines] == [
+        ["PMP >= best baseline", "gmp", "1"], ["PMP - MP >= +10", "mp", "2"], ["within 3 points of dense", "dense", "2"]]
+    assert lines[0].endswith("| +1.00 no interval (one pair) | 1 / 0 / 0 | yes on one pair |")
+    assert lines[1].endswith("| yes on the mean; the interval includes +10 |")  # +18 and +5: mean 11.5
+    assert lines[2].endswith("| -2.00 [-2.00, -2.00] | 0 / 0 / 2 | yes; the interval excludes -3 |")
