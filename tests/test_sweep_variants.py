@@ -101,6 +101,7 @@ def test_lth_split_epochs_must_be_a_bool():
 def test_ablation_sweep_is_one_factor_at_a_time_around_the_default(path, seeds, splits):
     spec = load_sweep(path)
     runs = expand_grid(spec)
+    assert spec.name == path.split("/")[-1].removesuffix(".yaml")
     labels = ["pmp", *ABLATED]
     assert spec.grid["pruning.method"] == labels
     assert len(runs) == len(labels) * len(ABLATION_RATES) * len(seeds) * len(splits)

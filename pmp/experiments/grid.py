@@ -128,10 +128,10 @@ def parse_sweep(data: dict[str, Any], source: Path | None = None) -> SweepSpec:
         if m not in methods and m not in bases:
             raise SweepSpecError(f"{where}: method_overrides.{m}: {m!r} is not in grid.method {methods}")
     for m in methods:
-        method, name = split_label(m)
+        method, variant = split_label(m)
         if VARIANT_SEP not in str(m):
             continue
-        if not method or not _VARIANT_NAME.fullmatch(name):
+        if not method or not _VARIANT_NAME.fullmatch(variant):
             raise SweepSpecError(f"{where}: grid.method {m!r}: a variant is method@name, name of letters, "
                                  "digits and . _ + -")
         if not method_overrides.get(m):
