@@ -122,19 +122,20 @@ def test_results_rows_keep_the_method_and_name_the_variant(rep):
     assert set(lth) == {"", "equal"} and lth[""]["epochs"] == "300"
 
 
-def _paper_table():
+def load_benchmark(name: str):
+    """A script of benchmarks/ as a module (they are not a package; they put benchmarks/ on sys.path)."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "paper_table.py"
-    spec = importlib.util.spec_from_file_location("paper_table", path)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_claim_check_reads_the_paired_intervals(rep, tmp_path):
-    pt = _paper_table()
+    pt = load_benchmark("paper_table")
     # at 0.9 PMP leads gmp least (-2, +5, +10: mean 13/3, t-interval about ±15): the best baseline
     (line,) = [x for x in pt.claim_check("fpha", rep.paired) if x.startswith("| 0.9 |")]
     assert line.startswith("| 0.9 | PMP >= best baseline | gmp | 3 | +4.33 [-10.64, +19.31] | 2 / 0 / 1 |")

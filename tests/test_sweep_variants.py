@@ -121,3 +121,27 @@ def test_ablation_sweeps_differ_only_in_dataset_and_seeds():
     a, b = (yaml.safe_load(open(f"configs/sweeps/{n}.yaml")) for n in ("ablation", "ablation_sbu"))
     assert a["method_overrides"] == b["method_overrides"] and a["grid"]["method"] == b["grid"]["method"]
     assert a["grid"]["rate"] == b["grid"]["rate"] == ABLATION_RATES
+
+
+def test_ablation_csv_has_a_column_per_option_from_each_runs_config(tmp_path):
+    from pmp.experiments import report
+    from pmp.training.config import save_config
+    from test_experiments_report import _write
+    from test_paired import load_benchmark
+
+    ab = load_benchmark("ablation")
+    assert ab.pmp_defaults() == {"lam": 1.0, "alignment": "wasserstein", "prior": "gaussian", "edge": "empirical",
+                                 "ramp": 0.5, "scope": "layer", "s_start": 1.0, "s_end": 1e4}  # docs/method.md
+    for label, overrides in (("pmp", {}), ("pmp@lam0", {"pruning.options": {"lam": 0.0}}),
+                             ("pmp@global", {"pruning.scope": "global"})):
+        run = f"{label.replace('@', '-')}_r0.9_s0"
+        _write(tmp_path, run, {"pruning.method": label, "pruning.rate": 0.9, "train.seed": 0},
+               method="pmp", rate=0.9, class_avg_acc=0.5)
+        save_config(tiny_config(**{"pruning.method": "pmp", "pruning.rate": 0.9, **overrides}), tmp_path / run / "config.yaml")
+    rows = {r["variant"]: r for r in ab.ablation_rows(report(tmp_path, tmp_path / "report"), tmp_path)}
+    assert set(rows) == {"default", "lam0", "global"}
+    assert (rows["lam0"]["lam"], rows["lam0"]["scope"], rows["default"]["lam"]) == (0.0, "layer", 1.0)
+    assert (rows["global"]["scope"], rows["global"]["prior"], rows["global"]["rate"]) == ("global", "gaussian", 0.9)
+    ab.write_csv(tmp_path / "ablation.csv", list(rows.values()))
+    header = (tmp_path / "ablation.csv").read_text().splitlines()[0].split(",")
+    assert header[:4] == ["dataset", "variant", "lam", "alignment"] and "class_avg_acc" in header
