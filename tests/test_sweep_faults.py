@@ -120,3 +120,15 @@ def test_workers_die_with_a_killed_sweep(tmp_path):
         assert time.monotonic() < deadline, f"orphaned workers {workers} still running"
         time.sleep(0.2)
     assert not any((tmp_path / r / "metrics.json").exists() for r in ("mp_r0.9_s0", "pmp_r0.9_s0"))
+
+
+def test_a_corrupt_run_json_is_reported_as_unreadable_not_relabelled(tmp_path):
+    from pmp.experiments import report
+
+    spec = parse_sweep({"name": "v", "grid": {"method": ["mp"], "rate": [0.9], "seed": [0], "pruning.scope": ["global"]}})
+    run_sweep(spec, tmp_path, workers=1, runner=fingerprinting_runner, progress=False)
+    (info,) = tmp_path.glob("*/run.json")
+    assert "pruning.scope=global" in report(tmp_path).records[0].row["variant"]
+    info.write_text(info.read_text().replace('"global"', '"globbl"'))
+    rep = report(tmp_path)
+    assert not rep.records and rep.unreadable == [info]

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pmp.training.checkpoint import IntegrityError, read_sealed_json
+
 from .grid import VARIANT_SEP, extra_axes, split_label
 from .stats import PairedDiff, paired_diff
 from .sweep import METRICS, RUN_INFO, read_metrics
@@ -117,16 +119,18 @@ class Report:
     cells: list[Cell]
     markdown: str
     files: list[Path] = field(default_factory=list)
-    unreadable: list[Path] = field(default_factory=list)  # metrics.json files that did not parse
+    unreadable: list[Path] = field(default_factory=list)  # metrics.json/run.json files that failed to parse or verify
     paired: list[Paired] = field(default_factory=list)
 
 
 def _variant(run_dir: Path) -> tuple[str, str]:
     """A sweep run's (named variant, extra grid axes) from run.json, e.g. ("equal", "") or
-    ("", "pruning.scope=global"); ("", "") for runs made outside a sweep."""
-    try:
-        axes = json.loads((run_dir / RUN_INFO).read_text())["axes"]
-    except (OSError, ValueError, KeyError):
+    ("", "pruning.scope=global"); ("", "") for runs made outside a sweep. A corrupt run.json
+    raises IntegrityError: its run would be reported under another variant."""
+    if not (run_dir / RUN_INFO).is_file():
+        return "", ""
+    axes = read_sealed_json(run_dir / RUN_INFO).get("axes")
+    if not isinstance(axes, dict):
         return "", ""
     name = split_label(axes.get("pruning.method", ""))[1]
     return name, ",".join(f"{k}={v}" for k, v in sorted(extra_axes(axes).items()))
@@ -152,7 +156,11 @@ def collect(runs_dir: str | Path) -> tuple[list[RunRecord], list[Path]]:
         if m is None:
             unreadable.append(path)
             continue
-        name, axes = _variant(path.parent)
+        try:
+            name, axes = _variant(path.parent)
+        except IntegrityError:
+            unreadable.append(path.parent / RUN_INFO)
+            continue
         row = {k: m.get(k) for k in COLUMNS}
         row.update(
             variant=",".join(v for v in (name, axes) if v),

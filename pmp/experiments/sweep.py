@@ -300,6 +300,13 @@ def build_configs(spec: SweepSpec, runs: list[RunSpec], data_root: str | None = 
     return configs
 
 
+def write_sealed_json(path: Path, data: dict) -> None:
+    """run.json: read back by the report, so checksummed (pmp.training.checkpoint)."""
+    from pmp.training.checkpoint import write_sealed_json as write
+
+    write(path, json.loads(json.dumps(data, default=str)))
+
+
 def _write_json(path: Path, data: Any) -> None:
     from pmp.training.checkpoint import atomic_write_text
 
@@ -379,7 +386,7 @@ def _run_locked(spec: SweepSpec, out: Path, runs: list[RunSpec], configs: list[E
         run_dir.mkdir(exist_ok=True)
         for name in (METRICS, ERROR):  # an unreadable metrics.json or an old failure
             (run_dir / name).unlink(missing_ok=True)
-        _write_json(run_dir / RUN_INFO, {"run_id": run.run_id, "axes": run.axes, "overrides": run.overrides})
+        write_sealed_json(run_dir / RUN_INFO, {"run_id": run.run_id, "axes": run.axes, "overrides": run.overrides})
         jobs.append(_Job(run, cfg, run_dir))
     jobs.sort(key=lambda j: -estimated_cost(j.cfg))  # stable: grid order among equals
 
