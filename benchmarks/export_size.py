@@ -32,6 +32,7 @@ from paper_table import RESULTS, machine  # noqa: E402
 from pmp.experiments import load_sweep, run_sweep  # noqa: E402
 from pmp.experiments.sweep import RUN_INFO, read_metrics  # noqa: E402
 from pmp.export import export_run, load_sparse  # noqa: E402
+from pmp.machine import machine_fingerprint  # noqa: E402
 from pmp.models import create_model  # noqa: E402
 
 SPEC = ROOT / "configs" / "sweeps" / "deploy.yaml"
@@ -88,7 +89,7 @@ def main() -> None:
             "runs": runs,
         }
     doc = {"rate": 0.99, "dataset": "fpha", "summary": summary,
-           "meta": {"machine": machine(), "command": "python benchmarks/export_size.py",
+           "meta": {"machine": machine(), "fingerprint": machine_fingerprint(), "command": "python benchmarks/export_size.py",
                     "sweep_wall_s": round(train_wall, 1), "wall_s": round(time.perf_counter() - t0, 1),
                     "note": "sweep_wall_s is this invocation's (finished runs are reused); each run's own "
                             "training time is its train_wall_s"}}

@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from pmp.experiments import load_sweep, report, run_sweep  # noqa: E402
 from pmp.experiments.grid import split_label  # noqa: E402
+from pmp.machine import machine_fingerprint  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 DATASETS = {"fpha": ROOT / "configs/sweeps/fpha.yaml", "sbu": ROOT / "configs/sweeps/sbu.yaml"}
@@ -114,7 +115,8 @@ def main() -> None:
     cost = measure_step_cost()
     if not args.only:
         write_results_doc(timing, reports, meta_machine=machine())
-    meta = {"machine": machine(), "timing": timing, "command": "python benchmarks/paper_table.py"}
+    meta = {"machine": machine(), "fingerprint": machine_fingerprint(), "timing": timing,
+            "command": "python benchmarks/paper_table.py"}
     _merge_write(RESULTS / "pmp.json", {**pmp_json, **cost, "meta": meta})
     _merge_write(RESULTS / "baselines.json", {**baselines_json, "meta": meta})
     print(json.dumps(timing, indent=2))

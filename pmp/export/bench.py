@@ -22,6 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from pmp.machine import machine_fingerprint
 from pmp.models import create_model
 from pmp.pruning.masks import topk_masks
 from pmp.pruning.targets import get_module, select_targets
@@ -204,7 +205,7 @@ def _machine() -> dict[str, Any]:
                    if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    return {**machine_fingerprint(), "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "numba_threads": numba.get_num_threads(), "numba_threading_layer": _threading_layer(),
             "python": platform.python_version(), "torch": torch.__version__, "numba": numba.__version__,
             "onnxruntime": _version("onnxruntime")}
