@@ -49,7 +49,7 @@ def _build(name: str, nodes: int, frames: int, chans: int, edges, classes: int =
     return create_model(name, num_nodes=nodes, in_frames=frames, in_channels=chans, num_classes=classes, **kw)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(name=st.sampled_from(BACKBONES), kind=st.sampled_from(["hand", "pair", "graph", "none"]),
        nodes=st.integers(1, 12), frames=st.integers(1, 6), chans=st.sampled_from([2, 3, 5]), seed=st.integers(0, 99))
 def test_forward_on_every_layout(name, kind, nodes, frames, chans, seed):
@@ -161,7 +161,7 @@ def _gap(model: nn.Module, module: nn.Module, batch: int, seed: int) -> float:
         return float((ref - module(x)).abs().max() / max(1.0, float(ref.abs().max())))
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(nodes=st.integers(1, 35), frames=st.integers(1, 40), chans=st.integers(1, 4), filters=st.integers(1, 12),
        hidden=st.integers(1, 20), batch=st.sampled_from([1, 2, 17, 33]), rate=st.sampled_from([0.5, 0.9, 0.98]),
        seed=st.integers(0, 9))
@@ -173,7 +173,7 @@ def test_generic_runtime_matches_ddnet(tmp_path_factory, nodes, frames, chans, f
     assert _gap(model, module, batch, seed) < 1e-5
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(kind=st.sampled_from(["hand", "pair", "graph", "none"]), nodes=st.integers(1, 30), frames=st.integers(1, 40),
        chans=st.integers(1, 4), widths=st.lists(st.integers(1, 12), min_size=1, max_size=3),
        strides=st.lists(st.sampled_from([1, 2]), min_size=3, max_size=3), kernel=st.sampled_from([1, 3, 5, 9]),
@@ -221,7 +221,7 @@ def test_generic_rejects_wrong_input_shapes(tmp_path):
         load_sparse(path)(torch.zeros(2, 4, 6, 3))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(two_d=st.booleans(), c_in=st.integers(1, 6), c_out=st.integers(1, 6), groups=st.sampled_from([1, 2]),
        kh=st.integers(1, 5), kw=st.integers(1, 3), sh=st.integers(1, 3), sw=st.integers(1, 2), ph=st.integers(0, 2),
        pw=st.integers(0, 1), dh=st.integers(1, 2), h=st.integers(1, 40), w=st.integers(1, 9), bias=st.booleans(),

@@ -60,7 +60,7 @@ def _act8(a, vsc, vsh, vsl):  # pragma: no cover - compiled
 
 @numba.njit(inline="always", **_JIT)
 def _conv_scalar(k0, k1, off, val, scale, shift, slope, x, at, n, col_in, ob, dst):  # pragma: no cover
-    """Positions dst..dst+n of `_conv_row`, one at a time (strided rows; the input's last chunk)."""
+    """Positions dst..dst+n of `_conv_rows`, one at a time (strided rows; the input's last chunk)."""
     for q in range(n):
         acc = np.float32(0.0)
         for k in range(k0, k1):
@@ -69,69 +69,62 @@ def _conv_scalar(k0, k1, off, val, scale, shift, slope, x, at, n, col_in, ob, ds
         ob[dst + q] = max(y, y * slope)
 
 
-@numba.njit(inline="always", **_JIT)
-def _conv_row(ptr, off, val, scale, shift, slope, x, stride, safe, b, o, rows, width, row_in, col_in, out,
-              scratch):  # pragma: no cover - compiled
-    """Output channel o of sample b: out[b, o, r*width + q] = act(scale[o] * sum_k val[k] *
-    x[b*stride + off[k] + r*row_in + q*col_in] + shift[o]), act(y) = max(y, slope*y).
+@numba.njit(**_JIT)
+def _conv_rows(ptr, off, val, scale, shift, slope, x, stride, safe, t0, t1, nout, rows, width, row_in, col_in,
+               out):  # pragma: no cover - compiled
+    """Output rows t0..t1 (row t = channel t % nout of sample t // nout, flat in `out`):
+    out[t, r*width + q] = act(scale[o] * sum_k val[k] * x[b*stride + off[k] + r*row_in + q*col_in]
+    + shift[o]), act(y) = max(y, slope*y), over output channel o's kept weights k (CSR).
 
     Contiguous rows (col_in == 1) go in chunks of up to BLOCK positions, 1, 2 or 4 vector
     accumulators in registers per chunk; lanes past the row's end read the next positions and are
-    not stored. A chunk starting past `safe` (its reads could run off the end of x) goes scalar."""
-    ob = out[b, o]
-    k0, k1 = ptr[o], ptr[o + 1]
-    sc, sh, sl = scale[o], shift[o], slope
-    vsc, vsh, vsl = splat8(sc), splat8(sh), splat8(sl)
-    zero = splat8(np.float32(0.0))
-    for r in range(rows):
-        base, dst = b * stride + r * row_in, r * width
-        if col_in != 1:
-            _conv_scalar(k0, k1, off, val, sc, sh, sl, x, base, width, col_in, ob, dst)
-            continue
-        for q in range(0, width, BLOCK):
-            n = min(BLOCK, width - q)
-            if base + q > safe:
-                _conv_scalar(k0, k1, off, val, sc, sh, sl, x, base + q, n, 1, ob, dst + q)
-                continue
-            a0 = a1 = a2 = a3 = zero
-            if n > 2 * WIDTH:
-                for k in range(k0, k1):
-                    w, s = splat8(val[k]), base + off[k] + q
-                    a0, a1 = fma8(w, load8(x, s), a0), fma8(w, load8(x, s + WIDTH), a1)
-                    a2, a3 = fma8(w, load8(x, s + 2 * WIDTH), a2), fma8(w, load8(x, s + 3 * WIDTH), a3)
-            elif n > WIDTH:
-                for k in range(k0, k1):
-                    w, s = splat8(val[k]), base + off[k] + q
-                    a0, a1 = fma8(w, load8(x, s), a0), fma8(w, load8(x, s + WIDTH), a1)
-            else:
-                for k in range(k0, k1):
-                    a0 = fma8(splat8(val[k]), load8(x, base + off[k] + q), a0)
-            for m, a in ((0, a0), (1, a1), (2, a2), (3, a3)):
-                if n > m * WIDTH:
-                    _store_lanes(ob, dst + q + m * WIDTH, _act8(a, vsc, vsh, vsl), n - m * WIDTH, scratch)
-
-
-@numba.njit(**_JIT)
-def _conv(ptr, off, val, scale, shift, slope, x, stride, safe, rows, width, row_in, col_in,
-          out):  # pragma: no cover - compiled
-    """`_conv_row` for every sample and output channel, in the calling thread. x: the B (padded)
-    samples flat, `stride` floats apart; out: (B, O, rows*width)."""
+    not stored. A chunk starting past `safe` (its reads could run off the end of x) goes scalar.
+    One call covers many rows: a call per row paid ~100 ns of reference counting on its arrays."""
     scratch = np.empty(WIDTH, np.float32)
-    for b in range(out.shape[0]):
-        for o in range(out.shape[1]):
-            _conv_row(ptr, off, val, scale, shift, slope, x, stride, safe, b, o, rows, width, row_in, col_in, out,
-                      scratch)
+    zero = splat8(np.float32(0.0))
+    vsl = splat8(slope)
+    for t in range(t0, t1):
+        b, o = t // nout, t % nout
+        dst0 = t * rows * width
+        k0, k1 = ptr[o], ptr[o + 1]
+        sc, sh = scale[o], shift[o]
+        vsc, vsh = splat8(sc), splat8(sh)
+        for r in range(rows):
+            base, dst = b * stride + r * row_in, dst0 + r * width
+            if col_in != 1:
+                _conv_scalar(k0, k1, off, val, sc, sh, slope, x, base, width, col_in, out, dst)
+                continue
+            for q in range(0, width, BLOCK):
+                n = min(BLOCK, width - q)
+                if base + q > safe:
+                    _conv_scalar(k0, k1, off, val, sc, sh, slope, x, base + q, n, 1, out, dst + q)
+                    continue
+                a0 = a1 = a2 = a3 = zero
+                if n > 2 * WIDTH:
+                    for k in range(k0, k1):
+                        w, s = splat8(val[k]), base + off[k] + q
+                        a0, a1 = fma8(w, load8(x, s), a0), fma8(w, load8(x, s + WIDTH), a1)
+                        a2, a3 = fma8(w, load8(x, s + 2 * WIDTH), a2), fma8(w, load8(x, s + 3 * WIDTH), a3)
+                elif n > WIDTH:
+                    for k in range(k0, k1):
+                        w, s = splat8(val[k]), base + off[k] + q
+                        a0, a1 = fma8(w, load8(x, s), a0), fma8(w, load8(x, s + WIDTH), a1)
+                else:
+                    for k in range(k0, k1):
+                        a0 = fma8(splat8(val[k]), load8(x, base + off[k] + q), a0)
+                for m, a in ((0, a0), (1, a1), (2, a2), (3, a3)):
+                    if n > m * WIDTH:
+                        _store_lanes(out, dst + q + m * WIDTH, _act8(a, vsc, vsh, vsl), n - m * WIDTH, scratch)
 
 
 @numba.njit(parallel=True, **_JIT)
-def _conv_parallel(ptr, off, val, scale, shift, slope, x, stride, safe, rows, width, row_in, col_in,
-                   out):  # pragma: no cover - compiled
-    """`_conv` with the (sample, output channel) rows over numba's threads."""
-    chans = out.shape[1]
-    for t in numba.prange(out.shape[0] * chans):
-        scratch = np.empty(WIDTH, np.float32)
-        _conv_row(ptr, off, val, scale, shift, slope, x, stride, safe, t // chans, t % chans, rows, width, row_in,
-                  col_in, out, scratch)
+def _conv_parallel(ptr, off, val, scale, shift, slope, x, stride, safe, nb, nout, rows, width, row_in, col_in, out,
+                   parts):  # pragma: no cover - compiled
+    """`_conv_rows` over all nb * nout rows, one contiguous share per part (one part per thread)."""
+    total = nb * nout
+    for i in numba.prange(parts):
+        _conv_rows(ptr, off, val, scale, shift, slope, x, stride, safe, i * total // parts, (i + 1) * total // parts,
+                   nout, rows, width, row_in, col_in, out)
 
 
 def _csr_rows(kept: SparseTensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -211,7 +204,7 @@ class SparseConv(_Epilogue):
             c_local, rest = np.divmod(self._pos, kh * kw)
             i, j = np.divmod(rest, kw)
             c = rows // out_per_group * per_group_in + c_local
-            off = (c * hp * wp + i * self.dilation[0] * wp + j * self.dilation[1]).astype(np.uint64)
+            off = (c * hp * wp + i * self.dilation[0] * wp + j * self.dilation[1]).astype(np.int64)  # signed: int64 + uint64 is float64 in numba
             self._offsets[(hp, wp)] = off, int(off.max()) if len(off) else 0
         return self._offsets[(hp, wp)]
 
@@ -236,10 +229,14 @@ class SparseConv(_Epilogue):
             rows, width, row_in, col_in = 1, h_out * w_out, 0, 1
         else:
             rows, width, row_in, col_in = h_out, w_out, sh * wp, sw
-        out = np.empty((b, len(self.ptr) - 1, h_out * w_out), np.float32)
-        args = (self.ptr, offsets, self.val, self.scale, self.shift, self.slope, xf, c * hp * wp,
-                len(xf) - BLOCK - off_max, rows, width, row_in, col_in, out)
-        (_conv_parallel if b > 1 and len(self.val) * b * h_out * w_out >= PARALLEL_MACS else _conv)(*args)
+        nout = len(self.ptr) - 1
+        out = np.empty(b * nout * h_out * w_out, np.float32)
+        common = (self.ptr, offsets, self.val, self.scale, self.shift, self.slope, xf, c * hp * wp,
+                  len(xf) - BLOCK - off_max)
+        if b > 1 and len(self.val) * b * h_out * w_out >= PARALLEL_MACS:
+            _conv_parallel(*common, b, nout, rows, width, row_in, col_in, out, numba.get_num_threads())
+        else:
+            _conv_rows(*common, 0, b * nout, nout, rows, width, row_in, col_in, out)
         y = torch.from_numpy(out).view(b, -1, h_out, w_out)
         return y if self.two_d else y.squeeze(-1)
 
