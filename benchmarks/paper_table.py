@@ -128,7 +128,10 @@ def claim_check(name: str, paired: list) -> list[str]:
     that share seed and fold, 95% t-interval): at every rate >= 0.9 PMP >= the best baseline (the one
     PMP leads least), PMP - MP >= 10 points at 0.99, and PMP - dense >= -3 points at 0.99."""
     rows = {(p.rate, p.other): p for p in paired if p.dataset == name and not p.variant and p.stats}
-    lines = ["| rate | claim | method | pairs | PMP minus method: mean [95% t-interval] | wins / ties / losses | holds? |",
+    lines = ["Read from the paired differences (docs/sweeps.md, Paired statistics): PMP minus the method over "
+             "the runs that share seed and fold, in accuracy points, with the 95% t-interval of the mean; "
+             "'holds?' says whether the mean clears the claim's threshold and whether the interval includes it.", "",
+             "| rate | claim | method | pairs | PMP minus method: mean [95% t-interval] | wins / ties / losses | holds? |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for rate in sorted({r for r, _ in rows if r >= 0.9}):
         base = {m: p for (r, m), p in rows.items() if r == rate and split_label(m)[0] not in NOT_BASELINES}

@@ -3,6 +3,7 @@ and the ablation sweeps' expansion: run ids, counts and the overrides each run g
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
 
 import pytest
@@ -80,6 +81,10 @@ def test_equal_budget_lth_trains_the_configured_epochs_in_rounds(tmp_path):
                          "pruning.options": {"rounds": 2, "split_epochs": True}})
     m = run_experiment(cfg, tmp_path / "eq")
     assert m["epochs"] == 3 and m["exact_count"]
+    assert (m["method_options"]["phases"], m["method_options"]["epoch_multiplier"]) == (3, 1)
+    # one phase per epoch, each with its own LR schedule: every epoch ends at the same LR
+    lrs = [float(r["lr"]) for r in csv.DictReader((tmp_path / "eq" / "log.csv").open())]
+    assert len(lrs) == 3 and lrs[0] == pytest.approx(lrs[1]) == pytest.approx(lrs[2])
     full = run_experiment(tiny_config(**{"pruning.method": "lth", "pruning.rate": 0.9, "train.epochs": 3,
                                          "pruning.options": {"rounds": 2}}), tmp_path / "x3")
     assert full["epochs"] == 9
