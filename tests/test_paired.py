@@ -152,3 +152,14 @@ def test_claim_check_reads_the_paired_intervals(rep, tmp_path):
     assert lines[0].endswith("| +1.00 no interval (one pair) | 1 / 0 / 0 | yes on one pair |")
     assert lines[1].endswith("| yes on the mean; the interval includes +10 |")  # +18 and +5: mean 11.5
     assert lines[2].endswith("| -2.00 [-2.00, -2.00] | 0 / 0 / 2 | yes; the interval excludes -3 |")
+
+
+def test_unpaired_keys_are_listed_in_seed_order():
+    from pmp.experiments.report import RunRecord, pair
+
+    def rec(method, seed):
+        return RunRecord({"dataset": "d", "method": method, "rate": 0.9, "seed": seed, "fold": "",
+                          "class_avg_acc": 0.5}, {})
+
+    (p,) = pair([rec("pmp", 0), rec("mp", 0), *(rec("pmp", s) for s in (10, 2, 1))])
+    assert (p.stats.n, p.unpaired_reference, p.unpaired_other) == (1, ["s1", "s2", "s10"], [])

@@ -207,6 +207,12 @@ def _key_text(key: tuple[Any, str]) -> str:
     return " ".join(p for p in ("" if seed is None else f"s{seed}", f"f{fold}" if fold else "") if p) or "-"
 
 
+def _key_order(key: tuple[Any, str]) -> tuple:
+    """Seeds in numeric order (s2 before s10), then folds."""
+    seed, fold = key
+    return (seed is None, seed if isinstance(seed, (int, float)) else 0, str(seed), fold)
+
+
 def pair(records: list[RunRecord], reference: str = REFERENCE) -> list[Paired]:
     """`reference` minus every other method (dense included) at each rate, per table.
 
@@ -232,15 +238,15 @@ def pair(records: list[RunRecord], reference: str = REFERENCE) -> list[Paired]:
 
 
 def _pair_cell(group: tuple[str, str], rate: float, reference: str, ref: dict, other: str, oth: dict) -> Paired:
-    dup = sorted({k for k in (*ref, *oth) if len(ref.get(k, ())) > 1 or len(oth.get(k, ())) > 1}, key=str)
-    both = sorted((set(ref) & set(oth)) - set(dup), key=str)
+    dup = sorted({k for k in (*ref, *oth) if len(ref.get(k, ())) > 1 or len(oth.get(k, ())) > 1}, key=_key_order)
+    both = sorted((set(ref) & set(oth)) - set(dup), key=_key_order)
     stats = None
     if both:  # accuracy points
         a = [100.0 * ref[k][0].row["class_avg_acc"] for k in both]
         b = [100.0 * oth[k][0].row["class_avg_acc"] for k in both]
         stats = paired_diff(a, b)
     def texts(keys: set) -> list[str]:
-        return [_key_text(k) for k in sorted(keys, key=str)]
+        return [_key_text(k) for k in sorted(keys, key=_key_order)]
 
     return Paired(*group, rate, other, stats, texts(set(ref) - set(oth) - set(dup)),
                   texts(set(oth) - set(ref) - set(dup)), texts(set(dup)), reference)
