@@ -144,7 +144,7 @@ def claim_check(name: str, paired: list) -> list[str]:
                 lines.append(f"| {rate:g} | {claim} | {method or ''} | 0 | not measured | | |")
                 continue
             s = p.stats
-            interval = "no interval (one pair)" if s.n < 2 else f"[{s.t_lo:+.2f}, {s.t_hi:+.2f}]"
+            interval = "no interval (one pair)" if s.n < 2 else f"[{s.lo:+.2f}, {s.hi:+.2f}]"
             lines.append(f"| {rate:g} | {claim} | {method} | {s.n} | {s.mean:+.2f} {interval} | "
                          f"{s.wins} / {s.ties} / {s.losses} | {verdict(s, threshold)} |")
     return lines
@@ -156,7 +156,7 @@ def verdict(s, threshold: float) -> str:
     holds = "yes" if s.mean >= threshold else "no"
     if s.n < 2:
         return f"{holds} on one pair"
-    if s.t_lo > threshold or s.t_hi < threshold:
+    if s.lo > threshold or s.hi < threshold:
         return f"{holds}; the interval excludes {at}"
     return f"{holds} on the mean; the interval includes {at}"
 

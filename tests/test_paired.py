@@ -24,18 +24,18 @@ def test_paired_diff_by_hand():
     d = paired_diff([70.0, 75.0, 80.0], [80.0, 84.0, 90.0])
     assert (d.n, d.wins, d.ties, d.losses) == (3, 0, 0, 3)
     assert d.mean == pytest.approx(-29 / 3) and d.std == pytest.approx(math.sqrt(1 / 3))
-    assert d.t_hi - d.mean == pytest.approx(T975_2 / 3, rel=1e-6) and d.mean - d.t_lo == pytest.approx(T975_2 / 3)
+    assert d.hi - d.mean == pytest.approx(T975_2 / 3, rel=1e-6) and d.mean - d.lo == pytest.approx(T975_2 / 3)
     # two pairs, +10 and 0: bootstrap means are 10, 5 or 0 with chances 1/4, 1/2, 1/4 -> [0, 10]
     two = paired_diff([70.0, 75.0], [60.0, 75.0])
     assert (two.wins, two.ties, two.losses, two.mean) == (1, 1, 0, 5.0)
     assert (two.boot_lo, two.boot_hi) == (0.0, 10.0)
-    assert two.t_hi - 5.0 == pytest.approx(T975_1 * math.sqrt(50) / math.sqrt(2), rel=1e-6)
+    assert two.hi - 5.0 == pytest.approx(T975_1 * math.sqrt(50) / math.sqrt(2), rel=1e-6)
 
 
 def test_one_pair_has_no_interval_and_bad_input_is_an_error():
     one = paired_diff([0.5], [0.25])
     assert (one.n, one.mean, one.wins) == (1, 0.25, 1)
-    assert all(math.isnan(v) for v in (one.t_lo, one.t_hi, one.boot_lo, one.boot_hi))
+    assert all(math.isnan(v) for v in (one.lo, one.hi, one.boot_lo, one.boot_hi))
     for a, b in (([], []), ([1.0], [1.0, 2.0]), ([[1.0]], [[1.0]])):
         with pytest.raises(ValueError, match="paired_diff"):
             paired_diff(a, b)
@@ -48,8 +48,8 @@ def test_paired_diff_is_antisymmetric_and_its_intervals_hold_the_mean(pairs):
     ab, ba = paired_diff(a, b), paired_diff(b, a)
     assert ab.wins + ab.ties + ab.losses == ab.n == len(pairs)
     assert (ab.wins, ab.ties, ab.losses) == (ba.losses, ba.ties, ba.wins)
-    assert ab.mean == pytest.approx(-ba.mean) and ab.t_lo == pytest.approx(-ba.t_hi)
-    assert ab.t_lo <= ab.mean + 1e-9 and ab.mean - 1e-9 <= ab.t_hi
+    assert ab.mean == pytest.approx(-ba.mean) and ab.lo == pytest.approx(-ba.hi)
+    assert ab.lo <= ab.mean + 1e-9 and ab.mean - 1e-9 <= ab.hi
     d = a - b
     assert d.min() - 1e-9 <= ab.boot_lo <= ab.boot_hi <= d.max() + 1e-9
     assert paired_diff(a, b) == ab  # the bootstrap is seeded: the same report every time

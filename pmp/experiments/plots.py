@@ -83,8 +83,8 @@ def paired_differences(diffs: dict[str, list[tuple[float, Any]]], reference: str
         density = 1.0 - np.asarray([r for r, _ in points], dtype=float)
         density *= 1.0 + 0.02 * (i - (len(diffs) - 1) / 2)  # a small offset so the bars do not overlap
         means = np.asarray([d.mean for _, d in points], dtype=float)
-        lo = np.nan_to_num(means - np.asarray([d.t_lo for _, d in points], dtype=float))
-        hi = np.nan_to_num(np.asarray([d.t_hi for _, d in points], dtype=float) - means)
+        lo = np.nan_to_num(means - np.asarray([d.lo for _, d in points], dtype=float))
+        hi = np.nan_to_num(np.asarray([d.hi for _, d in points], dtype=float) - means)
         ax.errorbar(density, means, yerr=[lo, hi], marker="o", capsize=3, label=f"{reference} - {other}")
         densities.extend(1.0 - r for r, _ in points)
     _density_axis(ax, densities)

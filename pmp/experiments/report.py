@@ -110,6 +110,7 @@ class Paired:
         s = self.stats.to_dict() if self.stats else {"n": 0}
         s = {k: v for k, v in s.items() if k != "level"}
         return {**vars(self), **s, "mean_diff": s.get("mean"), "std_diff": s.get("std"),
+                "t_lo": s.get("lo"), "t_hi": s.get("hi"),
                 **{k: " ".join(getattr(self, k)) for k in ("unpaired_reference", "unpaired_other", "duplicates")}}
 
 
@@ -266,7 +267,7 @@ def paired_table(paired: list[Paired]) -> str:
         unpaired = "; ".join(f"{who}: {', '.join(keys)}" for who, keys in (
             (p.reference, p.unpaired_reference), (p.other, p.unpaired_other), ("duplicate", p.duplicates)) if keys)
         cells = (["0", "", "", "", ""] if s is None else
-                 [str(s.n), f"{s.mean:+.2f}", _interval(s.t_lo, s.t_hi), _interval(s.boot_lo, s.boot_hi),
+                 [str(s.n), f"{s.mean:+.2f}", _interval(s.lo, s.hi), _interval(s.boot_lo, s.boot_hi),
                   f"{s.wins} / {s.ties} / {s.losses}"])
         lines.append(f"| {100 * p.rate:g} % | {p.other} | " + " | ".join(cells) + f" | {unpaired} |")
     return "\n".join(lines)

@@ -38,25 +38,17 @@ def mean_ci(values: list[float] | np.ndarray, level: float = 0.95) -> MeanCI:
 
 
 @dataclass(frozen=True)
-class PairedDiff:
-    """a - b over n pairs: mean, sample std, a t-interval and a percentile-bootstrap interval of the
-    mean difference, and how many pairs a wins, ties and loses. With n < 2 there is no interval
-    (NaN bounds): one pair says nothing about the spread, so it must not look certain."""
+class PairedDiff(MeanCI):
+    """a - b over n pairs: the mean difference with its sample std and t-interval (lo, hi) as in
+    MeanCI, a percentile-bootstrap interval, and how many pairs a wins, ties and loses. Unlike
+    MeanCI, n < 2 gives no interval (NaN bounds): one pair says nothing about the spread, so it must
+    not look certain."""
 
-    n: int
-    mean: float
-    std: float
-    t_lo: float
-    t_hi: float
-    boot_lo: float
-    boot_hi: float
-    wins: int
-    ties: int
-    losses: int
-    level: float = 0.95
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
+    boot_lo: float = math.nan
+    boot_hi: float = math.nan
+    wins: int = 0
+    ties: int = 0
+    losses: int = 0
 
 
 #: resamples of the bootstrap; its generator is seeded, so a report is the same every time it is made
@@ -73,15 +65,12 @@ def paired_diff(
         raise ValueError(f"paired_diff needs two non-empty lists of equal length, got {a.shape} and {b.shape}")
     d = a - b
     ci = mean_ci(d, level)
-    nan = math.nan
-    if d.size < 2:
-        boot = (nan, nan)
-        t = (nan, nan)
-    else:
+    t = boot = (math.nan, math.nan)
+    if d.size > 1:
         idx = np.random.default_rng(seed).integers(0, d.size, size=(resamples, d.size))
         means = d[idx].mean(axis=1)
         tail = 100 * (1 - level) / 2
         boot = (float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail)))
         t = (ci.lo, ci.hi)
     wins, ties = int((d > 0).sum()), int((d == 0).sum())
-    return PairedDiff(ci.n, ci.mean, ci.std, *t, *boot, wins, ties, int(d.size) - wins - ties, level)
+    return PairedDiff(ci.mean, ci.std, ci.n, *t, level, *boot, wins, ties, int(d.size) - wins - ties)
