@@ -45,6 +45,11 @@ def variants(name: str) -> dict[str, dict]:
     for f in ("motion", "bone", "angle"):
         if f not in feats:
             out[f"+ {f}"] = {"preprocess.features": feats + [f]}
+    if "motion" not in feats:
+        out["+ motion (steps 1, 4)"] = {"preprocess.features": feats + ["motion"], "preprocess.motion_steps": [1, 4]}
+    if "distance" in feats and load_config(CONFIGS[name]).data.name == "sbu":  # the two-person subsets
+        for sub in ("distance_within", "distance_cross"):
+            out[f"distance -> {sub}"] = {"preprocess.features": [sub if g == "distance" else g for g in feats]}
     aug = cfg.augment
     for key, on in (("swap", 0.5), ("rotate", 15.0), ("scale", 0.1), ("time_warp", 0.2)):
         value = getattr(aug, key)
