@@ -12,7 +12,7 @@
    the size of a bundle (the densest rate's .pmp plus, per kept weight, a byte giving the highest
    rate that keeps it, plus every other rate's BatchNorm affines), estimated from the same codec.
 
-    python benchmarks/mrmp_choices.py --data-root ../shared/data     # ~4 min on the 2-core VM
+    python benchmarks/mrmp_choices.py --data-root ../shared/data [--config C] [--epochs 30]
 
 Writes benchmarks/results/mrmp_choices.json (or --out). Runs live in work_dirs/mrmp_choices and
 are reused when finished.
@@ -21,6 +21,7 @@ are reused when finished.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import subprocess
@@ -132,7 +133,8 @@ def main() -> None:
 
     out: dict = {"command": "python benchmarks/mrmp_choices.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
                                                                          vars(args).items() if k not in ("out",)),
-                 "config": Path(args.config).name, "epochs": args.epochs, "seed": args.seed, "rates": RATES,
+                 "config": Path(args.config).name,
+                 "config_sha1": hashlib.sha1(Path(args.config).read_bytes()).hexdigest(), "epochs": args.epochs, "seed": args.seed, "rates": RATES,
                  "unseen": UNSEEN,
                  "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
                  "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,

@@ -60,7 +60,8 @@ def _sweep(dataset: str, args: argparse.Namespace, epochs: int) -> dict[str, Any
         "overrides": {"train.epochs": epochs, **parse_set_options(args.set)},
         "method_overrides": {
             "mrmp": {"pruning.options.rates": args.rates, "pruning.options.eval_rates": sorted(args.rates + args.unseen),
-                     "pruning.options.mode": args.mode, "pruning.options.samples": args.samples},
+                     "pruning.options.mode": args.mode, "pruning.options.samples": args.samples,
+                     "pruning.options.always_highest": args.always_highest},
             **({"mp": {"train.epochs": total, "pruning.options.prune_at": epochs / total}} if args.finetune_epochs else {}),
         },
     }
@@ -141,7 +142,9 @@ def main() -> None:
     ap.add_argument("--rates", nargs="+", type=float, default=RATES, help="MRMP's training rates")
     ap.add_argument("--unseen", nargs="+", type=float, default=UNSEEN, help="rates MRMP is evaluated at untrained")
     ap.add_argument("--mode", default="sample", choices=["sample", "all"])
-    ap.add_argument("--samples", type=int, default=1, help="rates per step in mode sample")
+    ap.add_argument("--samples", type=int, default=2, help="rates per step in mode sample")
+    ap.add_argument("--always-highest", action=argparse.BooleanOptionalAction, default=True,
+                    help="mode sample: the highest rate among every step's rates")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--work-dir", default=str(ROOT / "work_dirs" / "multirate"))
