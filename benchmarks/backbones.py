@@ -88,8 +88,9 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def collect(spec: Any) -> dict[str, Any]:
-    """The dataset entry from a sweep's finished runs: cell means, run counts, training times."""
+def collect(spec: Any, dataset: str) -> dict[str, Any]:
+    """The dataset entry from a sweep's finished runs: cell means, run counts, training times;
+    partial when runs are missing or the seeds/folds are fewer than the protocol's."""
     runs = expand_grid(spec)
     done = [(r, m) for r in runs if (m := read_metrics(spec.out / r.run_id)) is not None]
     by_cell: dict[tuple[str, str], list[dict]] = {}
@@ -107,9 +108,11 @@ def collect(spec: Any) -> dict[str, Any]:
         epochs=done[0][1]["epochs"] if done else None,
         exact_count=all(m["exact_count"] for _, m in done),
         runs_per_cell={f"{k[0]}@{k[1]}": len(v) for k, v in sorted(by_cell.items())},
-        runs_finished=len(done), runs_expected=len(runs), partial=len(done) < len(runs),
-        source=f"sweep {spec.out}",
+        runs_finished=len(done), runs_expected=len(runs), seeds=spec.grid["train.seed"],
+        splits=spec.grid["data.split"], source=f"sweep {spec.out}",
     )
+    full = PROTOCOL[dataset]
+    entry["partial"] = len(done) < len(runs) or (entry["seeds"], entry["splits"]) != (full["seeds"], full["splits"])
     return entry
 
 
@@ -198,7 +201,7 @@ def main() -> None:
             spec = sweep_spec(backbone, dataset, Path(args.work_dir), seeds, splits, args.epochs)
             if not args.no_train:
                 run_sweep(spec, workers=args.workers, data_root=args.data_root)
-            entry[dataset] = collect(spec)
+            entry[dataset] = collect(spec, dataset)
         if not args.no_speed:
             torch.set_num_threads(args.threads)
             numba.set_num_threads(args.threads)
