@@ -412,7 +412,8 @@ def test_run_benchmark_writes_the_result_file(tmp_path):
     r = res["0.99"]
     for b in ("batch1", "batch64"):
         assert r[b]["layers_speedup"] > 0 and r[b]["model_speedup"] > 0
-        assert r[b]["ort_model_speedup"] == pytest.approx(r[b]["ort_model_us"] / r[b]["sparse_model_us"], rel=0.01)
+        # both sides are rounded (the speedup to 2 decimals): a small ratio needs the absolute slack
+        assert r[b]["ort_model_speedup"] == pytest.approx(r[b]["ort_model_us"] / r[b]["sparse_model_us"], rel=0.01, abs=0.006)
     assert r["ort_max_abs_diff"] < 1e-5 and r["onnx_bytes"] > r["dense_bytes"] / 2
     assert r["max_abs_diff"] < 1e-5 and r["all_layers"]["max_abs_diff"] < 1e-5
     assert r["size_ratio"] == round(r["dense_bytes"] / r["sparse_bytes"], 2)
