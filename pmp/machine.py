@@ -84,6 +84,16 @@ def machine_fingerprint() -> dict[str, Any]:
     return out
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` exists and has not exited (a zombie has); Linux's /proc for the latter."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.is_file() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+
+
 def physical_memory() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

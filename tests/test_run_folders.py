@@ -269,3 +269,13 @@ def test_metrics_record_fingerprints(tmp_path):
     assert machine["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert {"cpu_model", "cpu_isa", "versions", "torch_threads", "env"} <= set(machine)
     assert machine["versions"]["torch"].startswith("2.")
+
+
+@pytest.mark.parametrize("text", [b"augment: {time_warp: 4.0}\n", b"train: {epochs: \xa0}\n"])
+def test_a_corrupt_config_yaml_is_a_config_error_naming_it(tmp_path, text):
+    from pmp.training import load_config
+
+    path = tmp_path / "config.yaml"
+    path.write_bytes(text)
+    with pytest.raises(ConfigError, match="config.yaml"):
+        load_config(path)

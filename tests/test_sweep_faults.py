@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pmp.experiments import parse_sweep, run_sweep
+from pmp.machine import process_alive as _alive
 from pmp.training.checkpoint import atomic_write_json, read_sealed_json, write_sealed_json
 from pmp.training.rundir import RunFolderError, fingerprint, folder_lock
 
@@ -84,15 +85,6 @@ def test_concurrent_writers_of_one_file_never_share_a_temporary(tmp_path):
         t.join()
     assert not errors and json.loads((tmp_path / "sweep.json").read_text())["writer"] in range(4)
     assert not list(tmp_path.glob("*.tmp"))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kill -9 and /proc: Linux")

@@ -131,7 +131,10 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:  # a dataclass's own checks (__post_init__)
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -142,6 +145,8 @@ def load_config(path: str | Path) -> ExperimentConfig:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e})") from e
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     return from_dict(ExperimentConfig, data, where=str(path))
