@@ -12,7 +12,6 @@ and the paired tables give, per rate, PMP minus each other method over those pai
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 import statistics
@@ -226,9 +225,9 @@ def pair(records: list[RunRecord], reference: str = REFERENCE) -> list[Paired]:
         runs[r.group][(r.label, float(r.row["rate"]))][r.pair_key].append(r)
     out = []
     for group, by_cell in runs.items():
-        labels = sorted({lab for lab, _ in by_cell if lab != reference}, key=_method_key)
         if reference not in {lab for lab, _ in by_cell}:
             continue
+        labels = sorted({lab for lab, _ in by_cell if lab != reference}, key=_method_key)
         rates = sorted({rate for lab, rate in by_cell if split_label(lab)[0] != "dense"})
         for rate in rates:
             ref = by_cell.get((reference, rate), {})
@@ -246,6 +245,7 @@ def _pair_cell(group: tuple[str, str], rate: float, reference: str, ref: dict, o
         a = [100.0 * ref[k][0].row["class_avg_acc"] for k in both]
         b = [100.0 * oth[k][0].row["class_avg_acc"] for k in both]
         stats = paired_diff(a, b)
+
     def texts(keys: set) -> list[str]:
         return [_key_text(k) for k in sorted(keys, key=_key_order)]
 
