@@ -175,7 +175,9 @@ def write_results_doc(timing: dict, reports: dict, meta_machine: str) -> None:
         "| dataset | protocol | runs | sweep wall time | sum of run times |",
         "| --- | --- | --- | --- | --- |",
     ]
-    proto = {"fpha": "official 1:1 split (600/575), seeds 0, 1, 2", "sbu": "official 5 folds, seed 0"}
+    seeds = {name: ", ".join(str(x) for x in load_sweep(path).grid.get("train.seed", [])) for name, path in DATASETS.items()}
+    proto = {"fpha": f"official 1:1 split (600/575), seeds {seeds['fpha']}",
+             "sbu": f"official 5 folds, seeds {seeds['sbu']} per fold"}
     for name, t in timing.items():
         parts.append(f"| {name} | {proto.get(name, '')} | {t['runs']} | {t['sweep_wall_s'] / 60:.1f} min | "
                      f"{t['total_run_wall_s'] / 60:.1f} min |")
