@@ -427,5 +427,5 @@ def evaluate_run(run_dir: Path | str, data_root: str | None = None, rate: float 
     split = ds.split(cfg.data.split)
     x = preprocess(ds, cfg.preprocess)[torch.as_tensor(split.test)]
     y = torch.as_tensor(ds.labels)[torch.as_tensor(split.test)]
-    m = evaluate(model.to(use_device(cfg.train.device)), x, y, ds.num_classes)
+    m = evaluate(model.to(use_device("auto")), x, y, ds.num_classes)  # not bound to the training machine's GPU
     return {"split": split.name, "class_names": ds.class_names, **asdict(m)}
