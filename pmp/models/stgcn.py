@@ -11,8 +11,7 @@ convolution and frames with a temporal convolution, both Conv2d on (B, channels,
 - BatchNorm after each, ReLU, a residual connection (1x1 Conv2d + BatchNorm when the shape changes).
 
 Global average pooling over frames and joints, then a classifier. Sized for a 2-core CPU: by
-default 4 blocks of 32-64 channels, the second and third halving the frames (a training step on
-64 FPHA sequences takes ~0.27 s on one thread).
+default 4 blocks of 32-64 channels, the second and third halving the frames.
 """
 
 from __future__ import annotations
