@@ -7,9 +7,11 @@ Runs (or resumes) the sweeps `configs/sweeps/fpha.yaml` and `configs/sweeps/sbu.
   benchmarks/results/baselines.json      every baseline per rate: accuracy, achieved rate, epochs
   docs/results/<dataset>/                results.md table and plots (from `pmp report`)
 
-    python benchmarks/paper_table.py --data-root ../shared/data [--workers 2] [--only fpha]
+    python benchmarks/paper_table.py --data-root ../shared/data [--workers 2] [--only fpha] [--seeds 0,1,2]
 
-Finished runs are skipped, so an interrupted invocation continues where it stopped.
+Finished runs are skipped, so an interrupted invocation continues where it stopped. `--seeds` runs
+those seeds of the grid now (whole cells first when the grid spans sittings); the tables always
+report every finished run, and say how many runs each cell holds.
 """
 
 from __future__ import annotations
@@ -79,6 +81,8 @@ def main() -> None:
     ap.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--only", choices=sorted(DATASETS))
+    ap.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")],
+                    help="run only these seeds of the grids now, e.g. 0,1,2 (default: all)")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
 
@@ -91,7 +95,8 @@ def main() -> None:
             continue
         spec = load_sweep(spec_path)
         t0 = time.perf_counter()
-        result = run_sweep(spec, workers=args.workers, data_root=args.data_root)
+        result = run_sweep(spec, workers=args.workers, data_root=args.data_root,
+                           only={"seed": args.seeds} if args.seeds else None)
         timing[name] = {"sweep_wall_s": round(time.perf_counter() - t0, 1), "runs": len(result.runs),
                         "failed": [o.run_id for o in result.failed]}
         rep = reports[name] = report(spec.out, out_dir=ROOT / "docs" / "results" / name)

@@ -125,11 +125,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _only(items: list[str] | None) -> dict[str, list[Any]]:
+    """`--only seed=0,1,2 --only method=pmp,mp` as {axis: values}."""
+    out: dict[str, list[Any]] = {}
+    for item in items or []:
+        key, sep, values = item.partition("=")
+        if not sep or not key.strip() or not values.strip():
+            raise SystemExit(f"pmp sweep: error: --only {item!r}: expected AXIS=V1,V2 (e.g. seed=0,1,2)")
+        out.setdefault(key.strip(), []).extend(parse_scalar(v.strip()) for v in values.split(","))
+    return out
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from pmp.experiments import run_sweep
 
     result = run_sweep(args.spec, out_dir=args.out, workers=args.workers, backend="ray" if args.ray else "local",
-                       ray_address=args.ray, data_root=args.data_root, fresh=args.fresh)
+                       ray_address=args.ray, data_root=args.data_root, fresh=args.fresh, only=_only(args.only))
     print(result.summary() if hasattr(result, "summary") else result)
     return 0 if not getattr(result, "failed", None) else 1
 
@@ -254,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fresh", action="store_true",
                    help="retrain finished runs that were made with another config (default: refuse to start)")
     s.add_argument("--data-root")
+    s.add_argument("--only", action="append", metavar="AXIS=V1,V2",
+                   help="run only the grid's runs with these values (repeatable; e.g. seed=0,1,2): a sweep "
+                        "that spans sittings finishes whole cells first; the rest land in the same folders later")
     s.set_defaults(func=cmd_sweep)
 
     r = sub.add_parser("report", help="aggregate a sweep folder: results.csv, results.md, plots")

@@ -182,3 +182,48 @@ def test_expensive_runs_start_first(tmp_path):
     spec = _spec(grid={"rate": [0.9], "seed": [0]})
     run_sweep(spec, tmp_path, workers=1, runner=fake_runner, progress=False)
     assert _calls(tmp_path)[0] == "lth_r0.9_s0_f1-1"  # 4x the epochs of the others (3 rounds + 1)
+
+
+# ----------------------------------------------------------------------------------------- --only
+def test_only_runs_a_subset_in_the_same_folders_and_the_rest_resumes(tmp_path):
+    spec = _spec()
+    part = run_sweep(spec, tmp_path, workers=1, runner=fake_runner, progress=False, only={"seed": [0]})
+    assert part.ok and sorted(_calls(tmp_path)) == ["dense_r0_s0_f1-1", "lth_r0.5_s0_f1-1", "lth_r0.9_s0_f1-1",
+                                                    "pmp_r0.5_s0_f1-1", "pmp_r0.9_s0_f1-1"]
+    rest = run_sweep(spec, tmp_path, workers=1, runner=fake_runner, progress=False)
+    assert rest.count("skipped") == 5 and rest.count("done") == 5
+    assert len(_calls(tmp_path)) == 10  # nothing trained twice
+
+
+def test_only_matches_values_as_printed_and_keeps_dense_without_a_rate():
+    from pmp.experiments.grid import select_runs
+
+    runs = expand_grid(_spec())
+    picked = select_runs(runs, {"rate": ["0.9"], "method": ["dense", "pmp"]})
+    assert sorted(r.run_id for r in picked) == ["dense_r0_s0_f1-1", "dense_r0_s1_f1-1",
+                                                "pmp_r0.9_s0_f1-1", "pmp_r0.9_s1_f1-1"]
+    assert select_runs(runs, {"train.seed": [1], "method": ["lth"]}) == [
+        r for r in runs if r.run_id in ("lth_r0.5_s1_f1-1", "lth_r0.9_s1_f1-1")]
+
+
+@pytest.mark.parametrize("only, message", [
+    ({"sed": [0]}, "--only sed: not an axis of this grid"),
+    ({"seed": [0, 7]}, "--only seed: no run has 7"),
+    ({"method": ["pmp", "gmpp"]}, "no run has gmpp"),
+])  # fmt: skip
+def test_only_with_a_typo_is_an_error_not_an_empty_sweep(tmp_path, only, message):
+    with pytest.raises(SweepSpecError, match=message):
+        run_sweep(_spec(), tmp_path, workers=1, runner=fake_runner, progress=False, only=only)
+    assert not (tmp_path / "calls.log").exists()
+
+
+def test_cli_only_parses_repeated_axes(tmp_path, capsys):
+    from pmp.cli import main
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"name: t\nout: {tmp_path / 'out'}\ngrid: {{method: [dense], seed: [0, 1, 2]}}\n"
+                    "overrides: {train.epochs: 1, data.name: synthetic}\n")
+    with pytest.raises(SystemExit, match="expected AXIS=V1,V2"):
+        main(["sweep", str(spec), "--only", "seed"])
+    assert main(["sweep", str(spec), "--only", "seed=0,2", "--workers", "1"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").glob("dense*")) == ["dense_r0_s0", "dense_r0_s2"]

@@ -206,3 +206,35 @@ def expand_grid(spec: SweepSpec) -> list[RunSpec]:
             overrides.update({"pruning.method": method, **spec.method_overrides[label]})
         runs[rid] = RunSpec(run_id=rid, overrides=overrides, axes=axes)
     return list(runs.values())
+
+
+def select_runs(runs: list[RunSpec], only: dict[str, list[Any]]) -> list[RunSpec]:
+    """The runs whose grid values are among `only`'s (keys: shorthands or dotted paths, values
+    compared as printed in run ids, so `0.98` and `"0.98"` agree); a key no run has as an axis, or a
+    value no run has, is an error, so that a typo cannot silently select nothing.
+
+    A run without the axis (mrmp has no rate) or that ignores it (dense: every pruning axis but the
+    method; it is every rate's reference) is kept. For a sweep that spans sittings: `seed=[0, 1, 2]` first gives whole cells at 3 seeds, and the
+    remaining seeds later land in the same run folders.
+    """
+    selected = runs
+    for key, values in only.items():
+        full = _full_key(key)
+        present = {id_part(r.axes[full]) for r in runs if full in r.axes}
+        if not present:
+            axes = sorted({k for r in runs for k in r.axes})
+            raise SweepSpecError(f"--only {key}: not an axis of this grid (axes: {', '.join(axes)})")
+        wanted = {id_part(v) for v in values}
+        missing = sorted(wanted - present)
+        if missing:
+            raise SweepSpecError(f"--only {key}: no run has {', '.join(missing)} (the grid has {', '.join(sorted(present))})")
+        selected = [r for r in selected if _ignores(r, full) or id_part(r.axes[full]) in wanted]
+    return selected
+
+
+def _ignores(run: RunSpec, key: str) -> bool:
+    if key not in run.axes:
+        return True
+    label = run.axes.get("pruning.method")
+    dense = label is not None and split_label(label)[0] == DENSE
+    return dense and key.startswith("pruning.") and key != "pruning.method"

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
 from tqdm.auto import tqdm
 
-from .grid import SweepSpec, RunSpec, expand_grid, load_sweep
+from .grid import SweepSpec, RunSpec, expand_grid, load_sweep, select_runs
 
 if TYPE_CHECKING:
     from pmp.training.config import ExperimentConfig
@@ -332,13 +332,15 @@ def run_sweep(
     progress: bool = True,
     data_root: str | None = None,
     fresh: bool = False,
+    only: dict[str, list[Any]] | None = None,
 ) -> SweepResult:
     """Run every unfinished run of a sweep; returns per-run outcomes (also written to `sweep.json`).
 
     `workers`: local processes (default 2; 1 = serial, in this process) or, with Ray, the most
     tasks in flight (default: the cluster's CPUs). `runner` must be picklable (a module-level function).
     `data_root` sets `data.root` of every run. Finished runs of another config (the spec's overrides
-    or base config changed) are an error unless `fresh`, which retrains them.
+    or base config changed) are an error unless `fresh`, which retrains them. `only` runs a subset
+    of the grid in the same run folders (`grid.select_runs`), e.g. `{"seed": [0, 1, 2]}`.
     """
     from pmp.training.rundir import folder_lock
 
@@ -347,6 +349,8 @@ def run_sweep(
     spec = spec if isinstance(spec, SweepSpec) else load_sweep(spec)
     out = (Path(out_dir) if out_dir is not None else spec.out).resolve()  # Ray workers have another cwd
     runs = expand_grid(spec)
+    if only:
+        runs = select_runs(runs, only)
     configs = build_configs(spec, runs, data_root)
     with folder_lock(out, f"pmp sweep {spec.name}"):
         return _run_locked(spec, out, runs, configs, workers, backend, ray_address, runner, progress, fresh)
