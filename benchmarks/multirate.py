@@ -6,8 +6,9 @@ default config (configs/<dataset>.yaml, its backbone and epochs), one sweep of:
   - pmp: one run per rate, training and unseen rates alike;
   - dense: one run; "mp_one_training" is its network magnitude-pruned at each rate (exact top-k of
     |W| in the config's scope, no fine-tune), computed here from the dense run's weights;
-  - mp: the `mp` method with a short fine-tune, "mp_one_training_finetuned": dense for the config's
-    epochs, then pruned at the rate and fine-tuned for --finetune-epochs (one cosine schedule).
+  - "mp_one_training_finetuned": the same dense run's weights (`train.init`) pruned by magnitude at
+    each rate (`mp`, prune_at 0) and fine-tuned for --finetune-epochs each (one cosine schedule):
+    one dense training serves every rate, at --finetune-epochs per rate.
 The result, accuracies as fractions (means over seeds/folds), to --out:
   {"fpha": {"cost_ratio": X, "rates": {"0.9": {"mrmp": A, "pmp": B, "mp_one_training": C,
             "mp_one_training_finetuned": D, "seen": true}, ...}, ...}, "sbu": {...}}
@@ -51,20 +52,33 @@ FOLDS = ["1", "2", "3", "4", "5"]
 def _sweep(dataset: str, args: argparse.Namespace, epochs: int) -> dict[str, Any]:
     units = {"train.seed": args.seeds, "data.split": ["1:1"]} if dataset == "fpha" else {
         "train.seed": [0], "data.split": args.folds}
-    methods = ["dense", "pmp", "mrmp"] + (["mp"] if args.finetune_epochs else [])
-    total = epochs + args.finetune_epochs
     return {
         "name": f"multirate_{dataset}", "base": str(ROOT / "configs" / f"{dataset}.yaml"),
         "out": str(Path(args.work_dir) / dataset),
-        "grid": {"method": methods, "rate": sorted(args.rates + args.unseen), **units},
+        "grid": {"method": ["dense", "pmp", "mrmp"], "rate": sorted(args.rates + args.unseen), **units},
         "overrides": {"train.epochs": epochs, **parse_set_options(args.set)},
         "method_overrides": {
             "mrmp": {"pruning.options.rates": args.rates, "pruning.options.eval_rates": sorted(args.rates + args.unseen),
                      "pruning.options.mode": args.mode, "pruning.options.samples": args.samples,
                      "pruning.options.always_highest": args.always_highest},
-            **({"mp": {"train.epochs": total, "pruning.options.prune_at": epochs / total}} if args.finetune_epochs else {}),
         },
     }
+
+
+def _finetunes(dataset: str, args: argparse.Namespace, dense: dict[str, Any]) -> list[dict[str, Any]]:
+    """The one-training baseline: the dense run `dense` pruned by magnitude at every rate and each
+    fine-tuned for --finetune-epochs from its weights, with the dense run's seed and split."""
+    unit = {"train.seed": [dense["seed"]], "data.split": [dense["split"]]}
+    spec = parse_sweep({
+        "name": f"multirate_{dataset}_finetune", "base": str(ROOT / "configs" / f"{dataset}.yaml"),
+        "out": str(Path(args.work_dir) / f"{dataset}_finetune"),
+        "grid": {"method": ["mp"], "rate": sorted(args.rates + args.unseen), **unit},
+        "overrides": {**parse_set_options(args.set), "train.epochs": args.finetune_epochs,
+                      "train.init": str(dense["_dir"]), "pruning.options.prune_at": 0.0},
+    })
+    run_sweep(spec, workers=args.workers, data_root=args.data_root)
+    return [m for d in sorted(spec.out.iterdir()) if d.is_dir() and (m := read_metrics(d)) is not None
+            and m.get("init_sha256") and m["seed"] == dense["seed"] and m["split"] == dense["split"]]
 
 
 def _test_split(cfg) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -102,7 +116,7 @@ def _dataset(dataset: str, args: argparse.Namespace) -> dict[str, Any]:
     result = run_sweep(spec, workers=args.workers, data_root=args.data_root)
     if not result.ok:
         raise SystemExit(result.summary())
-    runs = [m | {"_dir": d} for d in sorted(spec.out.iterdir()) if (m := read_metrics(d)) is not None]
+    runs = [m | {"_dir": d} for d in sorted(spec.out.iterdir()) if d.is_dir() and (m := read_metrics(d)) is not None]
     rates = sorted(args.rates + args.unseen)
     cells: dict[str, dict[str, list[float]]] = {f"{r:g}": {} for r in rates}
     wall: dict[str, list[float]] = {"mrmp": [], "pmp": []}
@@ -115,11 +129,11 @@ def _dataset(dataset: str, args: argparse.Namespace) -> dict[str, Any]:
                 cells[key].setdefault("mrmp", []).append(v["class_avg_acc"])
         elif method == "pmp":
             cells[f"{m['rate']:g}"].setdefault("pmp", []).append(m["class_avg_acc"])
-        elif method == "mp":
-            cells[f"{m['rate']:g}"].setdefault("mp_one_training_finetuned", []).append(m["class_avg_acc"])
         elif method == "dense":
             for key, a in _magnitude_pruned(m["_dir"], rates).items():
                 cells[key].setdefault("mp_one_training", []).append(a)
+            for t in _finetunes(dataset, args, m) if args.finetune_epochs else []:
+                cells[f"{t['rate']:g}"].setdefault("mp_one_training_finetuned", []).append(t["class_avg_acc"])
     report(spec.out)
     seen = set(args.rates)
     return {
@@ -138,7 +152,8 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="FPHA seeds")
     ap.add_argument("--folds", nargs="+", default=FOLDS, help="SBU folds")
     ap.add_argument("--epochs", type=int, help="training epochs (default: each config's)")
-    ap.add_argument("--finetune-epochs", type=int, default=10, help="mp baseline's fine-tune (0: no mp runs)")
+    ap.add_argument("--finetune-epochs", type=int, default=10,
+                    help="the one-training baseline's fine-tune per rate, from the dense run (0: none)")
     ap.add_argument("--rates", nargs="+", type=float, default=RATES, help="MRMP's training rates")
     ap.add_argument("--unseen", nargs="+", type=float, default=UNSEEN, help="rates MRMP is evaluated at untrained")
     ap.add_argument("--mode", default="sample", choices=["sample", "all"])

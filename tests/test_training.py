@@ -148,3 +148,38 @@ def test_mixup_trains_changes_the_run_and_resumes_identically(tmp_path) -> None:
     run_experiment(cfg, tmp_path / "killed")
     w2 = load_file(str(tmp_path / "killed/model.safetensors"))
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def test_train_init_starts_from_a_finished_runs_weights(tmp_path) -> None:
+    """A fine-tune: lr 0 keeps the loaded weights exactly; the fingerprint follows the file's content;
+    a file that does not fit the model is an error naming it."""
+    from pmp.training.rundir import fingerprint
+
+    first = tmp_path / "dense"
+    run_experiment(tiny_config(**{"train.epochs": 2}), first, progress=False)
+    start = load_file(first / "model.safetensors")
+    cfg = tiny_config(**{"train.epochs": 1, "train.lr": 0.0, "train.init": str(first)})
+    metrics = run_experiment(cfg, tmp_path / "tuned", progress=False)
+    tuned = load_file(tmp_path / "tuned" / "model.safetensors")
+    weights = [k for k in start if k.endswith("weight")]
+    assert weights and all(torch.equal(start[k], tuned[k]) for k in weights)
+    assert metrics["init_sha256"] == __import__("hashlib").sha256((first / "model.safetensors").read_bytes()).hexdigest()
+    # pruned from the loaded weights (mp, prune_at 0): the largest of the dense run's weights survive
+    mp = tiny_config(**{"train.epochs": 1, "train.lr": 0.0, "train.init": str(first / "model.safetensors"),
+                        "pruning.method": "mp", "pruning.rate": 0.9, "pruning.options": {"prune_at": 0.0}})
+    run_experiment(mp, tmp_path / "mp", progress=False)
+    masks = load_file(tmp_path / "mp" / "masks.safetensors")
+    name = next(k for k in masks if masks[k].numel() > 50)
+    kept = masks[name].bool()
+    assert start[name][kept].abs().min() >= start[name][~kept].abs().max()
+
+    before = fingerprint(cfg)
+    run_experiment(tiny_config(**{"train.epochs": 3}), first, progress=False, fresh=True)  # other weights, same path
+    assert fingerprint(cfg) != before
+    assert fingerprint(tiny_config()) == fingerprint(tiny_config(**{"train.init": None}))
+
+    other = tiny_config(**{"train.init": str(first), "model.kwargs": {"heads": 2, "attn_dim": 4, "gc_dim": 8}})
+    with pytest.raises(ConfigError, match=r"train.init: .*model.safetensors does not fit"):
+        run_experiment(other, tmp_path / "bad", progress=False)
+    with pytest.raises(ConfigError, match="train.init: .*nowhere.*not found"):
+        run_experiment(tiny_config(**{"train.init": str(tmp_path / "nowhere")}), tmp_path / "bad2", progress=False)

@@ -53,6 +53,7 @@ class TrainConfig:
     checkpoint_every: int = 5  # epochs between checkpoints (resume granularity)
     tensorboard: bool = False  # also write TensorBoard event files to <run>/tensorboard/ (needs pmp[tensorboard])
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda
+    init: str | None = None  # a finished run folder (or its model.safetensors): start from its weights (fine-tune)
 
 
 @dataclass

@@ -29,6 +29,9 @@ from .config import ConfigError, ExperimentConfig, load_config
 #: Config fields that cannot change the trained model, so a run may resume with other values.
 NON_SEMANTIC = ("work_dir", "data.root", "train.threads", "train.eval_every", "train.checkpoint_every",
                 "train.tensorboard", "train.device")
+#: Fields added after results were made, left out of the fingerprint at their default so that those
+#: results keep their fingerprint (a sweep that spans versions does not retrain them).
+ADDED_LATER = {"train.init": None}
 #: What a run writes into its folder (all that `discard` removes).
 RUN_FILES = ("metrics.json", "model.json", "model.safetensors", "masks.safetensors", "log.csv", "config.yaml",
              "checkpoints", "tensorboard")
@@ -60,13 +63,23 @@ def data_identity(name: str) -> str:
 def semantic_config(cfg: ExperimentConfig) -> dict[str, Any]:
     """The config as a dict without the NON_SEMANTIC fields, the dataset by `data_identity`."""
     d = copy.deepcopy(cfg.to_dict())
-    for key in NON_SEMANTIC:
+    dropped = [*NON_SEMANTIC, *(k for k, default in ADDED_LATER.items() if _get(d, k) == default)]
+    for key in dropped:
         *parents, leaf = key.split(".")
         node = d
         for p in parents:
             node = node[p]
         node.pop(leaf, None)
     d["data"]["name"] = data_identity(cfg.data.name)
+    if cfg.train.init:  # the starting weights by their content, like a generic dataset
+        init = Path(cfg.train.init).expanduser()
+        d["train"]["init"] = data_identity(str(init / "model.safetensors" if init.is_dir() else init))
+    return d
+
+
+def _get(d: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        d = d[part]
     return d
 
 

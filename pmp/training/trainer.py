@@ -16,6 +16,7 @@ error, never a silent reuse, and nothing is touched before the whole request has
 from __future__ import annotations
 
 import csv
+import hashlib
 import inspect
 import io
 import logging
@@ -171,7 +172,9 @@ class _Run:
         with torch.device("meta"):  # sizes first: parameters, gradients and two optimizer moments
             numel = sum(q.numel() for q in create_model(cfg.model.name, **self.model_kwargs).parameters())
         check_allocation(f"model {cfg.model.name} ({numel} parameters)", 16 * numel)
-        self.model = create_model(cfg.model.name, **self.model_kwargs).to(self.device)
+        self.model = create_model(cfg.model.name, **self.model_kwargs)
+        self.init_sha256 = load_init(self.model, cfg.train.init) if cfg.train.init else None
+        self.model = self.model.to(self.device)
         # The optimizer's parameter order is fixed here, before any parametrization moves tensors.
         self.params = list(self.model.parameters())
         p = cfg.pruning
@@ -348,7 +351,7 @@ class _Run:
             "flops": report.to_dict().get("flops"),
             "latent_hist": {"before": self.hist_before, "after": hist_after},
             **({"rates": served} if served is not None else {}),
-            "emptied_tensors": emptied, "fingerprint": self.fingerprint, "machine": machine_fingerprint(),
+            "emptied_tensors": emptied, "init_sha256": self.init_sha256, "fingerprint": self.fingerprint, "machine": machine_fingerprint(),
         }
         write_sealed_json(self.run_dir / "metrics.json", metrics)
         return metrics
@@ -383,6 +386,22 @@ def run_experiment(
         if state == "new":
             save_config(cfg, run_dir / "config.yaml")
         return run.run(resume, on_epoch_end)
+
+
+def load_init(model: nn.Module, init: str) -> str:
+    """Load `train.init` (a finished run folder, or a model.safetensors file: tensors plus checksums,
+    never a pickle) into a freshly built model, before any pruning parametrization; every tensor
+    must fit (names and shapes, strict). Returns the file's sha256, which metrics.json records, so
+    that a fine-tune says which weights it started from."""
+    path = Path(init).expanduser()
+    path = path / "model.safetensors" if path.is_dir() else path
+    if not path.is_file():
+        raise ConfigError(f"train.init: {path}: not found (a finished run folder or its model.safetensors)")
+    try:
+        model.load_state_dict(load_tensors(path))
+    except RuntimeError as e:  # names or shapes differ: another backbone, dataset or size
+        raise ConfigError(f"train.init: {path} does not fit model {type(model).__name__} ({e})") from None
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_run_metrics(run_dir: Path | str) -> dict[str, Any]:
