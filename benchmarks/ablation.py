@@ -1,6 +1,8 @@
 """What each part of PMP contributes (issue 12): configs/sweeps/ablation.yaml (FPHA, 5 seeds) and
 configs/sweeps/ablation_sbu.yaml (SBU, 5 folds x 3 seeds), each PMP option moved one at a time
-around the default (`pmp@name` variants), at rates 0.9, 0.98 and 0.99.
+around the default (`pmp@name` variants), at rates 0.9, 0.98 and 0.99. The same script tables the
+equal tuning budget of every method (`--name tuning --sweeps configs/sweeps/tuning.yaml`:
+tuning.csv/.json): any sweep of `method@variant`s, a column per option its variants move.
 
 Runs (or resumes) the sweeps, then writes
   benchmarks/results/ablation.csv    one row per finished run, with a column per ablated option
@@ -10,6 +12,7 @@ Runs (or resumes) the sweeps, then writes
                                      PMP minus every variant (paired.csv) over shared seeds and folds
 
     python benchmarks/ablation.py --data-root ../shared/data [--workers 2] [--only ablation]
+    python benchmarks/ablation.py --name tuning --sweeps configs/sweeps/tuning.yaml --data-root ../shared/data
 
 `--sweeps` and `--results` run other sweep files into other folders (a smoke run with tiny settings).
 Finished runs are skipped, so an interrupted invocation continues where it stopped.
@@ -31,37 +34,54 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from paper_table import RESULTS, machine  # noqa: E402
 
 from pmp.experiments import load_sweep, report, run_sweep  # noqa: E402
-from pmp.pruning.pmp import PMP  # noqa: E402
+from pmp.pruning.base import METHODS  # noqa: E402
 from pmp.training.config import load_config  # noqa: E402
 
 SWEEPS = [ROOT / "configs/sweeps/ablation.yaml", ROOT / "configs/sweeps/ablation_sbu.yaml"]
-#: PMP's options that the ablation moves; `scope` is pruning.scope, the others pruning.options.*
-OPTIONS = ["lam", "alignment", "prior", "edge", "ramp", "scope", "s_start", "s_end"]
-RUN_COLUMNS = ["dataset", "variant", "rate", "seed", "fold", "class_avg_acc", "overall_acc", "achieved_rate",
-               "epochs", "wall_s", "run"]
-COLUMNS = RUN_COLUMNS[:2] + OPTIONS + RUN_COLUMNS[2:]
+RUN_COLUMNS = ["dataset", "method", "variant", "rate", "seed", "fold", "class_avg_acc", "overall_acc",
+               "achieved_rate", "epochs", "wall_s", "run"]
+
+
+def option_columns(specs) -> list[str]:
+    """The options the sweeps' variants move, in file order: `scope` for pruning.scope, the name
+    of each pruning.options.* key."""
+    out: list[str] = []
+    for spec in specs:
+        for overrides in spec.method_overrides.values():
+            for key in overrides:
+                name = "scope" if key == "pruning.scope" else key.removeprefix("pruning.options.")
+                if key.startswith(("pruning.options.", "pruning.scope")) and name not in out:
+                    out.append(name)
+    return out
+
+
+def method_defaults(method: str) -> dict:
+    """A method's keyword defaults, read from its signature so that the table cannot drift from the code."""
+    params = inspect.signature(METHODS[method].__init__).parameters.items()
+    return {"scope": "layer", **{k: p.default for k, p in params if p.kind is p.KEYWORD_ONLY}}
 
 
 def pmp_defaults() -> dict:
-    """PMP's keyword defaults, read from its signature so that this table cannot drift from the code."""
-    return {k: p.default for k, p in inspect.signature(PMP.__init__).parameters.items() if k in OPTIONS}
+    return {k: v for k, v in method_defaults("pmp").items() if k in option_columns([load_sweep(SWEEPS[0])])}
 
 
-def ablation_rows(rep, runs_dir: Path) -> list[dict]:
+def ablation_rows(rep, runs_dir: Path, options: list[str]) -> list[dict]:
     """One row per run of a report over `runs_dir`: the option values come from the run's own
-    config.yaml (what it was trained with), not from the sweep file."""
-    defaults, rows = pmp_defaults(), []
+    config.yaml (what it was trained with), not from the sweep file; blank where the run's method
+    has no such option."""
+    rows = []
     for r in rep.records:
         cfg = load_config(runs_dir / r.row["run"] / "config.yaml")
+        defaults = method_defaults(cfg.pruning.method)
         used = {**defaults, **cfg.pruning.options, "scope": cfg.pruning.scope}
-        rows.append({**{c: r.row.get(c) for c in RUN_COLUMNS}, "variant": r.name or "default",
-                     **{k: used.get(k) for k in OPTIONS}})
+        rows.append({**{c: r.row.get(c) for c in RUN_COLUMNS}, "method": cfg.pruning.method,
+                     "variant": r.name or "default", **{k: used.get(k) if k in defaults else None for k in options}})
     return rows
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
+def write_csv(path: Path, rows: list[dict], options: list[str]) -> None:
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS)
+        writer = csv.DictWriter(f, RUN_COLUMNS[:3] + options + RUN_COLUMNS[3:])
         writer.writeheader()
         writer.writerows(rows)
 
@@ -72,16 +92,18 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--only", help="run only the sweep of this name (ablation, ablation_sbu)")
     ap.add_argument("--sweeps", nargs="+", type=Path, default=SWEEPS, help="sweep files (default: both ablations)")
-    ap.add_argument("--results", type=Path, default=RESULTS, help="folder of ablation.csv/.json")
+    ap.add_argument("--name", default="ablation", help="result files NAME.csv and NAME.json (default: ablation)")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="folder of the result files")
     ap.add_argument("--reports", type=Path, default=ROOT / "docs" / "results", help="folder of the reports")
     args = ap.parse_args()
     args.results.mkdir(parents=True, exist_ok=True)
 
-    meta_path = args.results / "ablation.json"
+    meta_path = args.results / f"{args.name}.json"
+    specs = [load_sweep(path) for path in args.sweeps]
+    options = option_columns(specs)
     timing = json.loads(meta_path.read_text())["timing"] if meta_path.is_file() else {}
     rows = []
-    for path in args.sweeps:  # every sweep's finished runs are tabled; only the selected ones run
-        spec = load_sweep(path)
+    for spec in specs:  # every sweep's finished runs are tabled; only the selected ones run
         if not args.only or spec.name == args.only:
             t0 = time.perf_counter()
             result = run_sweep(spec, workers=args.workers, data_root=args.data_root)
@@ -90,10 +112,10 @@ def main() -> None:
         if not spec.out.is_dir():
             continue
         rep = report(spec.out, out_dir=args.reports / spec.name)
-        rows += ablation_rows(rep, spec.out)
+        rows += ablation_rows(rep, spec.out, options)
         if spec.name in timing:
             timing[spec.name]["total_run_wall_s"] = round(sum(r.metrics["wall_s"] for r in rep.records), 1)
-    write_csv(args.results / "ablation.csv", rows)
+    write_csv(args.results / f"{args.name}.csv", rows, options)
     meta = {"machine": machine(), "command": "python benchmarks/ablation.py " + " ".join(sys.argv[1:]),
             "timing": timing, "rows": len(rows)}
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")

@@ -11,6 +11,7 @@ import yaml
 
 from pmp.experiments import SweepSpecError, expand_grid, load_sweep, parse_sweep
 from pmp.experiments.sweep import build_configs, estimated_cost
+from pmp.experiments.grid import split_label
 from pmp.training import run_experiment
 
 from test_training import tiny_config  # noqa: E402  (tests/ is on sys.path under pytest)
@@ -143,10 +144,33 @@ def test_ablation_csv_has_a_column_per_option_from_each_runs_config(tmp_path):
         _write(tmp_path, run, {"pruning.method": label, "pruning.rate": 0.9, "train.seed": 0},
                method="pmp", rate=0.9, class_avg_acc=0.5)
         save_config(tiny_config(**{"pruning.method": "pmp", "pruning.rate": 0.9, **overrides}), tmp_path / run / "config.yaml")
-    rows = {r["variant"]: r for r in ab.ablation_rows(report(tmp_path, tmp_path / "report"), tmp_path)}
+    options = ab.option_columns([load_sweep(p) for p in ab.SWEEPS])
+    assert set(options) == set(ab.pmp_defaults())
+    rows = {r["variant"]: r for r in ab.ablation_rows(report(tmp_path, tmp_path / "report"), tmp_path, options)}
     assert set(rows) == {"default", "lam0", "global"}
     assert (rows["lam0"]["lam"], rows["lam0"]["scope"], rows["default"]["lam"]) == (0.0, "layer", 1.0)
     assert (rows["global"]["scope"], rows["global"]["prior"], rows["global"]["rate"]) == ("global", "gaussian", 0.9)
-    ab.write_csv(tmp_path / "ablation.csv", list(rows.values()))
+    ab.write_csv(tmp_path / "ablation.csv", list(rows.values()), options)
     header = (tmp_path / "ablation.csv").read_text().splitlines()[0].split(",")
-    assert header[:4] == ["dataset", "variant", "lam", "alignment"] and "class_avg_acc" in header
+    assert header[:5] == ["dataset", "method", "variant", "lam", "alignment"] and "class_avg_acc" in header
+
+
+def test_tuning_sweep_gives_every_method_the_same_budget_of_its_own_options():
+    """configs/sweeps/tuning.yaml: each method its default plus 3 alternatives, every alternative
+    moving only options its method takes; the same rates and seeds for all."""
+    import inspect
+
+    from pmp.pruning.base import METHODS
+
+    spec = load_sweep("configs/sweeps/tuning.yaml")
+    runs = expand_grid(spec)
+    per_method = Counter(r.method for r in runs)
+    labels = Counter(split_label(m)[0] for m in spec.grid["pruning.method"])
+    assert set(labels.values()) == {4} and set(labels) == {"pmp", "mp", "gmp", "lth", "snip"}
+    assert set(per_method.values()) == {4 * 3 * 2}
+    for label, overrides in spec.method_overrides.items():
+        method = split_label(label)[0]
+        takes = {k for k, p in inspect.signature(METHODS[method].__init__).parameters.items() if p.kind is p.KEYWORD_ONLY}
+        for key in overrides:
+            assert key == "pruning.scope" or key.removeprefix("pruning.options.") in takes, (label, key)
+    build_configs(spec, runs[::7])
