@@ -122,7 +122,7 @@ def main() -> None:
 
     from pmp_cost import measure_step_cost
 
-    cost = measure_step_cost()
+    cost = {} if args.report_only else measure_step_cost()  # report only: the stored ratios stay
     if not args.only:
         write_results_doc(timing, reports, meta_machine=machine())
     meta = {"machine": machine(), "fingerprint": machine_fingerprint(), "timing": timing,
@@ -130,7 +130,8 @@ def main() -> None:
     _merge_write(RESULTS / "pmp.json", {**pmp_json, **cost, "meta": meta})
     _merge_write(RESULTS / "baselines.json", {**baselines_json, "meta": meta})
     print(json.dumps(timing, indent=2))
-    print(f"step_time_ratio {cost['step_time_ratio']:.2f}, peak_memory_ratio {cost['peak_memory_ratio']:.2f}")
+    if cost:
+        print(f"step_time_ratio {cost['step_time_ratio']:.2f}, peak_memory_ratio {cost['peak_memory_ratio']:.2f}")
 
 
 def claim_check(name: str, paired: list) -> list[str]:
