@@ -20,6 +20,7 @@ skipped, so an interrupted invocation continues where it stopped; entries of bac
 not run this time are kept from the existing file.
 
     python benchmarks/backbones.py --data-root ../shared/data [--backbones ddnet,stgcn] [--datasets fpha]
+    python benchmarks/backbones.py --methods dense --no-speed     # every backbone's dense cells first
     python benchmarks/backbones.py --epochs 1 --seeds 0 --folds 1 --work-dir /tmp/bb --out /tmp/bb/b.json  # smoke
 """
 
@@ -172,6 +173,8 @@ def main() -> None:
     ap.add_argument("--agcn", choices=["results", "train"], default="results",
                     help="agcn's accuracies: from the paper grid's result files (default) or trained here")
     ap.add_argument("--no-train", action="store_true", help="only collect finished runs (and time)")
+    ap.add_argument("--methods", help="train only these methods now, e.g. dense (default: dense and all of "
+                                      f"{','.join(METHODS)}); the entry still reports the whole protocol")
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--repeats", type=int, default=100)
     ap.add_argument("--block", type=int, default=10)
@@ -200,7 +203,8 @@ def main() -> None:
             splits = args.folds.split(",") if args.folds and dataset == "sbu" else PROTOCOL[dataset]["splits"]
             spec = sweep_spec(backbone, dataset, Path(args.work_dir), seeds, splits, args.epochs)
             if not args.no_train:
-                run_sweep(spec, workers=args.workers, data_root=args.data_root)
+                run_sweep(spec, workers=args.workers, data_root=args.data_root,
+                          only={"method": args.methods.split(",")} if args.methods else None)
             entry[dataset] = collect(spec, dataset)
         if not args.no_speed:
             torch.set_num_threads(args.threads)
