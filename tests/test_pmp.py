@@ -117,6 +117,30 @@ def test_exact_edge_separates_the_k_smallest(n: int, rate: float, parts: int, se
     assert a == exact_edge(tensors, rate, np.empty(mags.numel(), dtype=np.float32))
 
 
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(2, 3000), rate=st.floats(0.001, 0.999), parts=st.integers(1, 3), seed=st.integers(0, 1000),
+       shift=st.floats(-0.1, 0.1), dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_bracketed_edge_is_the_full_selections_edge_to_the_bit(n, rate, parts, seed, shift, dtype) -> None:
+    """Whatever the previous edge (inside the bracket, beside it, far off), the value is the one
+    of the full selection: the bracket only saves time."""
+    g = torch.Generator().manual_seed(seed)
+    tensors = [torch.randn(n, generator=g, dtype=dtype) for _ in range(parts)]
+    exact = exact_edge(tensors, rate)
+    for near in (exact, exact * (1 + shift), exact * 3, exact / 3, 1e-30):
+        assert exact_edge(tensors, rate, near=near) == exact
+        assert exact_edge(tensors, rate, np.empty(parts * n, dtype=tensors[0].numpy().dtype), near=near) == exact
+
+
+def test_bracket_pass_counts_copies_and_finds_the_next_one_above() -> None:
+    from pmp.pruning._edge_kernel import bracket_pass
+
+    w = np.array([-0.5, 0.1, 0.3, -0.25, 0.9, 0.29, -2.0], dtype=np.float32)
+    out = np.zeros(2, dtype=np.float32)
+    below, inside, above = bracket_pass(w, np.float32(0.2), np.float32(0.4), out, 0)
+    assert (below, inside, above) == (1, 3, np.float32(0.5))  # 0.3, 0.25, 0.29 inside; only 2 fit
+    assert sorted(out.tolist()) == sorted(np.float32([0.3, 0.25]).tolist())
+
+
 @settings(max_examples=30, deadline=None)
 @given(rate=st.floats(0.0, 0.99), ramp=st.floats(0.05, 0.95), progress=st.floats(0.0, 1.0))
 def test_rate_ramp_is_monotone_and_reaches_the_rate(rate: float, ramp: float, progress: float) -> None:

@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .alignment import ALIGNMENTS, make_alignment, subsample
+from ._edge_kernel import bracket_pass
 from .bandstop import BandStop
 from .base import Pruner, register_method
 from .masks import kept_count
@@ -37,13 +38,16 @@ from .priors import Prior, make_prior, matched_prior, standard_prior
 DEFAULT_ALIGNMENT = "wasserstein"
 
 
-def exact_edge(tensors: list[torch.Tensor], rate: float, scratch: np.ndarray | None = None) -> float:
+def exact_edge(tensors: list[torch.Tensor], rate: float, scratch: np.ndarray | None = None,
+               near: float | None = None) -> float:
     """Midpoint between the k-th and (k+1)-th smallest |w| over `tensors`, k = round(rate N):
     the threshold that prunes exactly what exact top-k prunes (bar ties at the edge).
 
-    On CPU, numpy's in-place introselect (0.6 ms on 1M weights, 20x faster than torch.kthvalue)
-    in `scratch`, an array of the pooled size and dtype reused across steps: a fresh
-    4 MB buffer per step costs as much again in page faults."""
+    On CPU, numpy's in-place introselect in `scratch`, an array of the pooled size and dtype reused
+    across steps (a fresh 4 MB buffer per step costs as much again in page faults). `near`, a
+    previous edge: first try the bracket `near` +- BRACKET (relative) with one compiled pass
+    (_edge_kernel.py), which selects among the few magnitudes inside it: the same value, ~5x
+    less time on a 1M-weight tensor when the edge moved little."""
     flat = [t.detach().reshape(-1) for t in tensors]
     n = sum(f.numel() for f in flat)
     k = n - kept_count(rate, n)
@@ -55,6 +59,10 @@ def exact_edge(tensors: list[torch.Tensor], rate: float, scratch: np.ndarray | N
         return (lo + hi) / 2.0
     arrays = [f.numpy() for f in flat]
     mags = scratch if scratch is not None else np.empty(n, dtype=arrays[0].dtype)
+    if near is not None and 0 < k < n and near > 0 and math.isfinite(near):
+        edge = _bracketed_edge(arrays, k, near, mags)
+        if edge is not None:
+            return edge
     if len(arrays) > 1:
         np.concatenate(arrays, out=mags)
     np.abs(arrays[0] if len(arrays) == 1 else mags, out=mags)
@@ -63,6 +71,31 @@ def exact_edge(tensors: list[torch.Tensor], rate: float, scratch: np.ndarray | N
     # non-negative IEEE floats order as their bit patterns: integer introselect is 2x faster
     mags.view(f"i{mags.itemsize}").partition(k - 1)  # mags[k-1]: the k-th smallest; after it: >= it
     return (float(mags[k - 1]) + float(mags[k:].min())) / 2.0
+
+
+#: Relative half-width of exact_edge's bracket around the previous edge, and the most of the
+#: pooled magnitudes that the bracket may hold (beyond it the full selection is as cheap).
+BRACKET, BRACKET_SHARE = 0.02, 1 / 16
+
+
+def _bracketed_edge(arrays: list[np.ndarray], k: int, near: float, scratch: np.ndarray) -> float | None:
+    """exact_edge's value from the magnitudes in [near (1 - BRACKET), near (1 + BRACKET)), or None
+    when the k-th or (k+1)-th smallest lies outside it (or the bracket holds too many)."""
+    dtype = scratch.dtype.type
+    lo, hi = dtype(near * (1 - BRACKET)), dtype(near * (1 + BRACKET))
+    room = scratch[: max(1, int(scratch.size * BRACKET_SHARE))]
+    below = inside = 0
+    min_above = math.inf
+    for a in arrays:
+        b, m, above = bracket_pass(a, lo, hi, room, inside)
+        below, inside, min_above = below + b, inside + m, min(min_above, above)
+    if inside > room.size or not below < k <= below + inside:
+        return None
+    band = room[:inside]
+    j = k - below  # the k-th smallest overall is the j-th smallest in the bracket
+    band.view(f"i{band.itemsize}").partition(j - 1)
+    nxt = float(band[j:].min()) if j < inside else float(min_above)
+    return (float(band[j - 1]) + nxt) / 2.0
 
 
 def _outside_edge(smallest: float, largest: float, k: int) -> float:
@@ -202,7 +235,8 @@ class PMP(Pruner):
         """The band edge of group `g` at band rate `rate`: the exact quantile of |W^|, or a_Q(rate)."""
         if self.edge_rule == "empirical":
             latents = self._latents(g.names)
-            return exact_edge(latents, rate, g.scratch_for(latents))
+            near = g.edge if g.edge > 0 else None  # the previous step's edge brackets this one
+            return exact_edge(latents, rate, g.scratch_for(latents), near)
         return g.prior.band_edge(rate)
 
     def set_band(self, edges: list[float]) -> None:
