@@ -30,9 +30,9 @@ from pmp.machine import machine_fingerprint  # noqa: E402
 OUT = REPO / "benchmarks" / "results" / "reproducible.json"
 
 
-def one_run(run_dir: Path, epochs: int, reproducible: bool) -> dict:
+def one_run(run_dir: Path, config: str, epochs: int, reproducible: bool) -> dict:
     cmd = [sys.executable, "-m", "pmp.cli", *(["--reproducible"] if reproducible else []), "train",
-           str(REPO / "configs" / "synthetic.yaml"), "--epochs", str(epochs), "--train.threads", "1",
+           str(REPO / config), "--epochs", str(epochs), "--train.threads", "1",
            "--run-dir", str(run_dir), "-q"]
     env = {k: v for k, v in os.environ.items() if k not in ("PMP_REPRODUCIBLE", "ATEN_CPU_CAPABILITY")}
     subprocess.run(cmd, check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
@@ -44,6 +44,8 @@ def one_run(run_dir: Path, epochs: int, reproducible: bool) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="configs/synthetic.yaml",
+                    help="the run to time (a dataset config needs PMP_DATA_ROOT)")
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--out", default=str(OUT))
@@ -53,13 +55,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeats):
             for reproducible in (False, True):  # alternating: drifting machine load hits both modes alike
-                runs.append(one_run(Path(tmp) / f"{i}_{int(reproducible)}", args.epochs, reproducible))
+                runs.append(one_run(Path(tmp) / f"{i}_{int(reproducible)}", args.config, args.epochs, reproducible))
                 print(json.dumps(runs[-1]), flush=True)
     by_mode = {mode: [r for r in runs if r["mode"] == mode] for mode in ("default", "reproducible")}
     median = {mode: statistics.median(r["wall_s"] for r in rs) for mode, rs in by_mode.items()}
     result = {
-        "command": f"python benchmarks/reproducible.py --epochs {args.epochs} --repeats {args.repeats}",
-        "what": "pmp train configs/synthetic.yaml, one torch thread, default mode vs --reproducible",
+        "command": f"python benchmarks/reproducible.py --config {args.config} --epochs {args.epochs} "
+                   f"--repeats {args.repeats}" + (f" --out {args.out}" if Path(args.out) != OUT else ""),
+        "what": f"pmp train {args.config}, one torch thread, default mode vs --reproducible",
         "epochs": args.epochs, "runs": runs, "median_wall_s": median,
         "slowdown": round(median["reproducible"] / median["default"], 3),
         "same_weights_within_mode": {m: len({r["weights_sha256"] for r in rs}) == 1 for m, rs in by_mode.items()},
