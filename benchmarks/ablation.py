@@ -15,7 +15,8 @@ Runs (or resumes) the sweeps, then writes
     python benchmarks/ablation.py --name tuning --sweeps configs/sweeps/tuning.yaml --data-root ../shared/data
 
 `--sweeps` and `--results` run other sweep files into other folders (a smoke run with tiny settings).
-Finished runs are skipped, so an interrupted invocation continues where it stopped.
+Finished runs are skipped, so an interrupted invocation continues where it stopped; every finished run
+is archived in benchmarks/results/archive/<sweep name>.jsonl and restored from it on a fresh checkout.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from paper_table import RESULTS, machine  # noqa: E402
+from paper_table import RESULTS, machine, sweep_and_report  # noqa: E402
 
-from pmp.experiments import load_sweep, report, run_sweep  # noqa: E402
+from pmp.experiments import load_sweep  # noqa: E402
 from pmp.pruning.base import METHODS  # noqa: E402
 from pmp.training.config import load_config  # noqa: E402
 
@@ -104,17 +105,17 @@ def main() -> None:
     timing = json.loads(meta_path.read_text())["timing"] if meta_path.is_file() else {}
     rows = []
     for spec in specs:  # every sweep's finished runs are tabled; only the selected ones run
-        if not args.only or spec.name == args.only:
-            t0 = time.perf_counter()
-            result = run_sweep(spec, workers=args.workers, data_root=args.data_root)
+        t0 = time.perf_counter()
+        rep, result = sweep_and_report(spec, args.reports / spec.name, not args.only or spec.name == args.only,
+                                       workers=args.workers, data_root=args.data_root)
+        if result is not None:
             timing[spec.name] = {"sweep_wall_s": round(time.perf_counter() - t0, 1), "runs": len(result.runs),
                                  "failed": [o.run_id for o in result.failed]}
-        if not spec.out.is_dir():
+        if rep is None:
             continue
-        rep = report(spec.out, out_dir=args.reports / spec.name)
         rows += ablation_rows(rep, spec.out, options)
         if spec.name in timing:
-            timing[spec.name]["total_run_wall_s"] = round(sum(r.metrics["wall_s"] for r in rep.records), 1)
+            timing[spec.name]["total_run_wall_s"] = round(sum(r.row["wall_s"] for r in rep.records), 1)
     write_csv(args.results / f"{args.name}.csv", rows, options)
     meta = {"machine": machine(), "command": "python benchmarks/ablation.py " + " ".join(sys.argv[1:]),
             "timing": timing, "rows": len(rows)}

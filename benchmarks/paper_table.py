@@ -6,6 +6,10 @@ Runs (or resumes) the sweeps `configs/sweeps/fpha.yaml` and `configs/sweeps/sbu.
                                          mismatch, wall time; PMP/dense step-time and memory ratios
   benchmarks/results/baselines.json      every baseline per rate: accuracy, achieved rate, epochs
   docs/results/<dataset>/                results.md table and plots (from `pmp report`)
+  benchmarks/results/archive/<dataset>.jsonl
+                                         every finished run of the sweep (pmp.experiments.archive):
+                                         restored into the sweep's folder before it runs, so a grid
+                                         that spans sittings on fresh checkouts keeps its earlier runs
 
     python benchmarks/paper_table.py --data-root ../shared/data [--workers 2] [--only fpha] [--seeds 0,1,2]
 
@@ -28,11 +32,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from pmp.experiments import expand_grid, load_sweep, report, run_sweep  # noqa: E402
+from pmp.experiments import archive, expand_grid, load_sweep, report, run_sweep  # noqa: E402
 from pmp.experiments.grid import split_label  # noqa: E402
 from pmp.machine import machine_fingerprint  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
+ARCHIVES = RESULTS / "archive"  # one archive per sweep, <sweep name>.jsonl
 DATASETS = {"fpha": ROOT / "configs/sweeps/fpha.yaml", "sbu": ROOT / "configs/sweeps/sbu.yaml"}
 CSV_COLUMNS = ["method", "variant", "rate", "seed", "fold", "class_avg_acc", "soft_class_avg_acc", "achieved_rate",
                "epochs", "wall_s", "overall_acc"]  # variant: e.g. "equal" for the equal-budget LTH (lth@equal)
@@ -50,11 +55,33 @@ def mean(values: list[float]) -> float:
 
 
 def per_method_rate(records: list) -> dict[str, dict[str, list[dict]]]:
-    """Metrics by report label (a named variant such as lth@equal is its own entry) and rate."""
+    """Metrics (over the results row: an archived row-only run has no more) by report label (a named
+    variant such as lth@equal is its own entry) and rate."""
     out: dict[str, dict[str, list[dict]]] = {}
     for r in records:
-        out.setdefault(r.label, {}).setdefault(f"{r.metrics['rate']:g}", []).append(r.metrics)
+        out.setdefault(r.label, {}).setdefault(f"{r.row['rate']:g}", []).append({**r.row, **r.metrics})
     return out
+
+
+def sweep_and_report(spec, report_dir: Path, run: bool, **sweep_kwargs):
+    """Restore the sweep's archived runs, run (or resume) it, archive its finished runs, and report
+    them: (report, sweep result or None); (None, None) for a sweep not run now that has no runs.
+    The archive is written even when the sweep is interrupted."""
+    path = ARCHIVES / f"{spec.name}.jsonl"
+    if not run and not spec.out.is_dir() and not path.is_file():
+        return None, None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    restored = archive.restore(path, spec.out)
+    if restored:
+        print(f"{spec.name}: {len(restored)} finished runs restored from {path}")
+    result = None
+    try:
+        if run:
+            result = run_sweep(spec, **sweep_kwargs)
+    finally:
+        if spec.out.is_dir():
+            archive.pack(spec.out, path)
+    return report(spec.out, out_dir=report_dir, archives=[path]), result
 
 
 def summarize_cell(runs: list[dict], pmp: bool) -> dict:
@@ -62,7 +89,7 @@ def summarize_cell(runs: list[dict], pmp: bool) -> dict:
         "class_avg_acc": mean([r["class_avg_acc"] for r in runs]),
         "class_avg_acc_std": float(np.std([r["class_avg_acc"] for r in runs], ddof=1)) if len(runs) > 1 else 0.0,
         "achieved_rate": mean([r["achieved_rate"] for r in runs]),
-        "exact_count": all(r["exact_count"] for r in runs),
+        "exact_count": all(known) if (known := [r["exact_count"] for r in runs if "exact_count" in r]) else None,
         "epochs": runs[0]["epochs"],
         "wall_s": mean([r["wall_s"] for r in runs]),
         "n_runs": len(runs),
@@ -97,12 +124,15 @@ def main() -> None:
             continue
         spec = load_sweep(spec_path)
         t0 = time.perf_counter()
+        rep, result = sweep_and_report(spec, ROOT / "docs" / "results" / name, not args.report_only,
+                                       workers=args.workers, data_root=args.data_root,
+                                       only={"seed": args.seeds} if args.seeds else None)
+        if rep is None:
+            continue
+        reports[name] = rep
         timing[name] = {}
-        if not args.report_only:
-            result = run_sweep(spec, workers=args.workers, data_root=args.data_root,
-                               only={"seed": args.seeds} if args.seeds else None)
+        if result is not None:
             timing[name] = {"sweep_wall_s": round(time.perf_counter() - t0, 1), "failed": [o.run_id for o in result.failed]}
-        rep = reports[name] = report(spec.out, out_dir=ROOT / "docs" / "results" / name)
         timing[name]["runs"] = len(rep.records)
         timing[name]["grid_runs"] = len(expand_grid(spec))
         rows = [r.row for r in rep.records]
@@ -118,7 +148,7 @@ def main() -> None:
                 pmp_json[name] = cells
             else:
                 baselines_json.setdefault(name, {})[method] = cells
-        timing[name]["total_run_wall_s"] = round(sum(r.metrics["wall_s"] for r in rep.records), 1)
+        timing[name]["total_run_wall_s"] = round(sum(r.row["wall_s"] for r in rep.records), 1)
 
     from pmp_cost import measure_step_cost
 

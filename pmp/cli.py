@@ -148,8 +148,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from pmp.experiments import report
 
-    rep = report(args.runs_dir, out_dir=args.out)
+    rep = report(args.runs_dir, out_dir=args.out, archives=args.archive)
     print(rep.markdown if hasattr(rep, "markdown") else rep)
+    return 0
+
+
+def cmd_archive(args: argparse.Namespace) -> int:
+    from pmp.experiments import archive
+
+    if args.action == "pack":
+        n = archive.pack(args.runs_dir, args.archive)
+        print(f"{args.archive}: {n} runs of {args.runs_dir} added or updated")
+    elif args.action == "restore":
+        runs = archive.restore(args.archive, args.runs_dir)
+        print(f"{args.runs_dir}: {len(runs)} finished runs restored from {args.archive}")
+    else:
+        n = archive.import_rows(args.csv, args.archive, args.source)
+        print(f"{args.archive}: rows of {n} runs imported from {args.csv}")
     return 0
 
 
@@ -273,7 +288,24 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="aggregate a sweep folder: results.csv, results.md, plots")
     r.add_argument("runs_dir")
     r.add_argument("--out", help="output folder (default: RUNS_DIR/report)")
+    r.add_argument("--archive", action="append", metavar="FILE",
+                   help="also report the runs of this archive (pmp archive) not under RUNS_DIR; repeatable")
     r.set_defaults(func=cmd_report)
+
+    a = sub.add_parser("archive", help="keep a sweep's finished runs in one committable file, and restore them")
+    asub = a.add_subparsers(dest="action", required=True)
+    ap = asub.add_parser("pack", help="add RUNS_DIR's finished runs (metrics.json, run.json) to ARCHIVE")
+    ap.add_argument("runs_dir")
+    ap.add_argument("archive")
+    ar = asub.add_parser("restore", help="write ARCHIVE's runs missing from RUNS_DIR back, as finished runs")
+    ar.add_argument("archive")
+    ar.add_argument("runs_dir")
+    ai = asub.add_parser("import-rows", help="archive a report's results.csv rows of runs whose folders are gone")
+    ai.add_argument("csv")
+    ai.add_argument("archive")
+    ai.add_argument("--source", required=True, help="where the rows came from, e.g. the commit of the csv")
+    for q in (ap, ar, ai):
+        q.set_defaults(func=cmd_archive)
 
     x = sub.add_parser("export", help="export a finished run: compact sparse .pmp file, or ONNX")
     x.add_argument("run_dir")

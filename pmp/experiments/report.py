@@ -123,17 +123,20 @@ class Report:
     paired: list[Paired] = field(default_factory=list)
 
 
-def _variant(run_dir: Path) -> tuple[str, str]:
-    """A sweep run's (named variant, extra grid axes) from run.json, e.g. ("equal", "") or
-    ("", "pruning.scope=global"); ("", "") for runs made outside a sweep. A corrupt run.json
-    raises IntegrityError: its run would be reported under another variant."""
-    if not (run_dir / RUN_INFO).is_file():
-        return "", ""
-    axes = read_sealed_json(run_dir / RUN_INFO).get("axes")
+def _variant(run_info: dict[str, Any] | None) -> tuple[str, str]:
+    """A sweep run's (named variant, extra grid axes) from its run.json, e.g. ("equal", "") or
+    ("", "pruning.scope=global"); ("", "") for runs made outside a sweep."""
+    axes = (run_info or {}).get("axes")
     if not isinstance(axes, dict):
         return "", ""
     name = split_label(axes.get("pruning.method", ""))[1]
     return name, ",".join(f"{k}={v}" for k, v in sorted(extra_axes(axes).items()))
+
+
+def _row_variant(variant: str) -> tuple[str, str]:
+    """(named variant, extra grid axes) back from a results.csv `variant` cell."""
+    parts = [p for p in (variant or "").split(",") if p]
+    return ",".join(p for p in parts if "=" not in p), ",".join(p for p in parts if "=" in p)
 
 
 def _method_key(label: str) -> tuple[int, str]:
@@ -145,30 +148,50 @@ def _record_key(r: RunRecord) -> tuple:
     return (*r.group, _method_key(r.label), r.row["rate"], r.row["seed"] or 0, r.row["fold"])
 
 
-def collect(runs_dir: str | Path) -> tuple[list[RunRecord], list[Path]]:
-    """Every finished run under `runs_dir`, and the metrics files that could not be read.
+def _records(m: dict[str, Any], run_info: dict[str, Any] | None, run: str) -> list[RunRecord]:
+    name, axes = _variant(run_info)
+    row = {k: m.get(k) for k in COLUMNS}
+    row.update(
+        variant=",".join(v for v in (name, axes) if v),
+        rate=0.0 if m.get("method") == "dense" else m.get("rate"),
+        fold="" if m.get("split") is None else str(m["split"]),
+        run=run,
+    )
+    return [RunRecord(r, m, name, axes) for r in _served_rows(row, m)]
+
+
+def collect(runs_dir: str | Path, archives: list[Path] | None = None) -> tuple[list[RunRecord], list[Path]]:
+    """Every finished run under `runs_dir`, then every run of the `archives` (pmp.experiments.archive)
+    that is not there, and the files that could not be read.
 
     `fold` is the split name where a dataset's runs span several splits (SBU's folds), else empty."""
+    from . import archive
+
     runs_dir = Path(runs_dir)
-    records, unreadable = [], []
+    records, unreadable, seen = [], [], set()
     for path in sorted(runs_dir.rglob(METRICS)):
         m = read_metrics(path.parent)
         if m is None:
             unreadable.append(path)
             continue
         try:
-            name, axes = _variant(path.parent)
-        except IntegrityError:
+            run_info = read_sealed_json(path.parent / RUN_INFO) if (path.parent / RUN_INFO).is_file() else None
+        except IntegrityError:  # its run would be reported under another variant
             unreadable.append(path.parent / RUN_INFO)
             continue
-        row = {k: m.get(k) for k in COLUMNS}
-        row.update(
-            variant=",".join(v for v in (name, axes) if v),
-            rate=0.0 if m.get("method") == "dense" else m.get("rate"),
-            fold="" if m.get("split") is None else str(m["split"]),
-            run=str(path.parent.relative_to(runs_dir)),
-        )
-        records += [RunRecord(r, m, name, axes) for r in _served_rows(row, m)]
+        run = str(path.parent.relative_to(runs_dir))
+        seen.add(run)
+        records += _records(m, run_info, run)
+    for path in archives or []:
+        for run, entry in archive.read(path).items():
+            if run in seen:
+                continue
+            seen.add(run)
+            if "metrics" in entry.docs:
+                records += _records(entry.body("metrics"), entry.body("run_info"), run)
+            else:  # a row-only entry: the results row without the run's histograms and densities
+                records += [RunRecord({k: r.get(k) for k in COLUMNS}, {}, *_row_variant(r.get("variant", "")))
+                            for r in entry.rows]
     splits: dict[str, set[str]] = defaultdict(set)
     for r in records:
         splits[r.row["dataset"]].add(r.row["fold"])
@@ -366,10 +389,13 @@ def _group_plots(
 
 
 def report(
-    runs_dir: str | Path, out_dir: str | Path | None = None, density_rate: float = DEFAULT_DENSITY_RATE
+    runs_dir: str | Path,
+    out_dir: str | Path | None = None,
+    density_rate: float = DEFAULT_DENSITY_RATE,
+    archives: list[str | Path] | None = None,
 ) -> Report:
     """Write results.csv, summary.csv, results.md and plots/ (into `runs_dir/report` by default) for
-    every finished run under `runs_dir`.
+    every finished run under `runs_dir` and every archived run (`archives`) that is not there.
 
     `density_rate`: the pruning rate of the per-layer density and latent-histogram plots (the closest
     rate present is used when it was not run).
@@ -377,7 +403,8 @@ def report(
     runs_dir = Path(runs_dir)
     out = Path(out_dir) if out_dir is not None else runs_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    records, unreadable = collect(runs_dir)
+    archives = [Path(a) for a in archives or []]
+    records, unreadable = collect(runs_dir, archives)
     cells = summarize(records)
     paired = pair(records)
     files = [
@@ -389,7 +416,8 @@ def report(
     sections = [
         "# Results",
         "",
-        f"Class-averaged accuracy (%) of {len(records)} finished runs under `{runs_dir}`: mean ± sample "
+        f"Class-averaged accuracy (%) of {len(records)} finished runs under `{runs_dir}`"
+        + "".join(f" and in `{a}`" for a in archives) + ": mean ± sample "
         "standard deviation (ddof=1) over seeds and folds, n = runs per cell. The 0 % row is the dense "
         "reference; the last row gives the training epochs of each method. Paired tables: runs that share "
         f"a seed and fold are paired, and each row gives {REFERENCE} minus that method over its pairs in "
