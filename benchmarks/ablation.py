@@ -12,6 +12,7 @@ Runs (or resumes) the sweeps, then writes
                                      PMP minus every variant (paired.csv) over shared seeds and folds
 
     python benchmarks/ablation.py --data-root ../shared/data [--workers 2] [--only ablation]
+        [--select method=pmp,pmp@lam0 --select seed=0,1,2]
     python benchmarks/ablation.py --name tuning --sweeps configs/sweeps/tuning.yaml --data-root ../shared/data
 
 `--sweeps` and `--results` run other sweep files into other folders (a smoke run with tiny settings).
@@ -35,6 +36,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from paper_table import RESULTS, machine, sweep_and_report  # noqa: E402
 
 from pmp.experiments import load_sweep  # noqa: E402
+from pmp.experiments.grid import parse_only  # noqa: E402
 from pmp.pruning.base import METHODS  # noqa: E402
 from pmp.training.config import load_config  # noqa: E402
 
@@ -92,6 +94,9 @@ def main() -> None:
     ap.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--only", help="run only the sweep of this name (ablation, ablation_sbu)")
+    ap.add_argument("--select", action="append", metavar="AXIS=V1,V2",
+                    help="run only these values of the grid now, as `pmp sweep --only` (repeatable; e.g. "
+                         "method=pmp,pmp@lam0 seed=0,1,2): the parts that matter most first, the rest later")
     ap.add_argument("--sweeps", nargs="+", type=Path, default=SWEEPS, help="sweep files (default: both ablations)")
     ap.add_argument("--name", default="ablation", help="result files NAME.csv and NAME.json (default: ablation)")
     ap.add_argument("--results", type=Path, default=RESULTS, help="folder of the result files")
@@ -107,7 +112,8 @@ def main() -> None:
     for spec in specs:  # every sweep's finished runs are tabled; only the selected ones run
         t0 = time.perf_counter()
         rep, result = sweep_and_report(spec, args.reports / spec.name, not args.only or spec.name == args.only,
-                                       workers=args.workers, data_root=args.data_root)
+                                       archive_dir=args.results / "archive",
+                                       workers=args.workers, data_root=args.data_root, only=parse_only(args.select))
         if result is not None:
             timing[spec.name] = {"sweep_wall_s": round(time.perf_counter() - t0, 1), "runs": len(result.runs),
                                  "failed": [o.run_id for o in result.failed]}

@@ -63,11 +63,11 @@ def per_method_rate(records: list) -> dict[str, dict[str, list[dict]]]:
     return out
 
 
-def sweep_and_report(spec, report_dir: Path, run: bool, **sweep_kwargs):
+def sweep_and_report(spec, report_dir: Path, run: bool, archive_dir: Path = ARCHIVES, **sweep_kwargs):
     """Restore the sweep's archived runs, run (or resume) it, archive its finished runs, and report
     them: (report, sweep result or None); (None, None) for a sweep not run now that has no runs.
     The archive is written even when the sweep is interrupted."""
-    path = ARCHIVES / f"{spec.name}.jsonl"
+    path = archive_dir / f"{spec.name}.jsonl"
     if not run and not spec.out.is_dir() and not path.is_file():
         return None, None
     path.parent.mkdir(parents=True, exist_ok=True)

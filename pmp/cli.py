@@ -125,22 +125,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _only(items: list[str] | None) -> dict[str, list[Any]]:
-    """`--only seed=0,1,2 --only method=pmp,mp` as {axis: values}."""
-    out: dict[str, list[Any]] = {}
-    for item in items or []:
-        key, sep, values = item.partition("=")
-        if not sep or not key.strip() or not values.strip():
-            raise SystemExit(f"pmp sweep: error: --only {item!r}: expected AXIS=V1,V2 (e.g. seed=0,1,2)")
-        out.setdefault(key.strip(), []).extend(parse_scalar(v.strip()) for v in values.split(","))
-    return out
-
-
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from pmp.experiments import run_sweep
+    from pmp.experiments import SweepSpecError, run_sweep
+    from pmp.experiments.grid import parse_only
 
+    try:
+        only = parse_only(args.only)
+    except SweepSpecError as e:
+        raise SystemExit(f"pmp sweep: error: {e}") from None
     result = run_sweep(args.spec, out_dir=args.out, workers=args.workers, backend="ray" if args.ray else "local",
-                       ray_address=args.ray, data_root=args.data_root, fresh=args.fresh, only=_only(args.only))
+                       ray_address=args.ray, data_root=args.data_root, fresh=args.fresh, only=only)
     print(result.summary() if hasattr(result, "summary") else result)
     return 0 if not getattr(result, "failed", None) else 1
 

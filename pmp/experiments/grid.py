@@ -208,6 +208,19 @@ def expand_grid(spec: SweepSpec) -> list[RunSpec]:
     return list(runs.values())
 
 
+def parse_only(items: list[str] | None) -> dict[str, list[Any]]:
+    """`["seed=0,1,2", "method=pmp,mp"]` (the command line's repeated `--only`) as {axis: values}."""
+    from pmp.training.config import parse_scalar
+
+    out: dict[str, list[Any]] = {}
+    for item in items or []:
+        key, sep, values = item.partition("=")
+        if not sep or not key.strip() or not values.strip():
+            raise SweepSpecError(f"--only {item!r}: expected AXIS=V1,V2 (e.g. seed=0,1,2)")
+        out.setdefault(key.strip(), []).extend(parse_scalar(v.strip()) for v in values.split(","))
+    return out
+
+
 def select_runs(runs: list[RunSpec], only: dict[str, list[Any]]) -> list[RunSpec]:
     """The runs whose grid values are among `only`'s (keys: shorthands or dotted paths, values
     compared as printed in run ids, so `0.98` and `"0.98"` agree); a key no run has as an axis, or a
