@@ -40,7 +40,7 @@ from pmp.pruning.report import sparsity_report
 
 from .allocator import keep_freed_memory
 from .checkpoint import IntegrityError, has_checkpoint, load_checkpoint, load_tensors, read_sealed_json, save_checkpoint, save_tensors
-from .checkpoint import atomic_write_text, write_sealed_json
+from .checkpoint import atomic_write_text, parse_tensors, write_sealed_json
 from .config import ConfigError, ExperimentConfig, load_config, save_config
 from .device import use_device
 from .metrics import classification_metrics
@@ -397,11 +397,12 @@ def load_init(model: nn.Module, init: str) -> str:
     path = path / "model.safetensors" if path.is_dir() else path
     if not path.is_file():
         raise ConfigError(f"train.init: {path}: not found (a finished run folder or its model.safetensors)")
+    raw = path.read_bytes()  # read once: the tensors loaded are the bytes hashed
     try:
-        model.load_state_dict(load_tensors(path))
+        model.load_state_dict(parse_tensors(path, raw))
     except RuntimeError as e:  # names or shapes differ: another backbone, dataset or size
         raise ConfigError(f"train.init: {path} does not fit model {type(model).__name__} ({e})") from None
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashlib.sha256(raw).hexdigest()
 
 
 def load_run_metrics(run_dir: Path | str) -> dict[str, Any]:
