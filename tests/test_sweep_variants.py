@@ -174,3 +174,25 @@ def test_tuning_sweep_gives_every_method_the_same_budget_of_its_own_options():
         for key in overrides:
             assert key == "pruning.scope" or key.removeprefix("pruning.options.") in takes, (label, key)
     build_configs(spec, runs[::7])
+
+
+def test_ablation_section_gives_each_variant_its_paired_difference_from_the_default(tmp_path):
+    """docs/method.md's generated block on fabricated runs: default minus lam0 is +10 and +20 points
+    (mean +15, interval t(1) * 7.07 / sqrt 2 = +-63.5), 2 wins; a variant never run is left out."""
+    from pmp.experiments import report
+    from test_experiments_report import _write
+    from test_paired import load_benchmark
+
+    ab = load_benchmark("ablation")
+    for label, accs in (("pmp", (0.8, 0.9)), ("pmp@lam0", (0.7, 0.7))):
+        for seed, acc in enumerate(accs):
+            _write(tmp_path, f"{label.replace('@', '-')}_r0.99_s{seed}",
+                   {"pruning.method": label, "pruning.rate": 0.99, "train.seed": seed},
+                   method="pmp", rate=0.99, seed=seed, class_avg_acc=acc)
+    spec = load_sweep("configs/sweeps/ablation.yaml")
+    section = ab.ablation_section({"ablation": report(tmp_path, tmp_path / "report")}, {"ablation": spec},
+                                  {"ablation": {"sittings": [{"sweep_wall_s": 120.0}]}})
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in section.splitlines() if line.startswith("| ")}
+    assert "85.00 (n=2)" in lines["default"]
+    assert "70.00 (n=2); +15.00 [-48.53, +78.53], 2/0/0" in lines["lam0"] and "lam 0" in lines["lam0"]
+    assert "laplace" not in lines and section.startswith(ab.START) and section.endswith(ab.END)
