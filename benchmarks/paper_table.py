@@ -155,6 +155,7 @@ def main() -> None:
     cost = {} if args.report_only else measure_step_cost()  # report only: the stored ratios stay
     if not args.only:
         write_results_doc(timing, reports, meta_machine=machine())
+        update_readme(reports, timing)
     meta = {"machine": machine(), "fingerprint": machine_fingerprint(), "timing": timing,
             "command": "python benchmarks/paper_table.py"}
     _merge_write(RESULTS / "pmp.json", {**pmp_json, **cost, "meta": meta})
@@ -234,6 +235,39 @@ def write_results_doc(timing: dict, reports: dict, meta_machine: str) -> None:
     from backbone_ablation import update_results_doc
 
     update_results_doc()  # the dense backbone's section (dense.json, the ablation) goes back in
+
+
+README_START, README_END = "<!-- pruning-table:start -->", "<!-- pruning-table:end -->"
+README_COLUMNS = [("pmp", "PMP"), ("mp", "MP"), ("gmp", "GMP"), ("lth", "LTH (3x epochs)"), ("lth@equal", "LTH (equal)"),
+                  ("snip", "SNIP"), ("dense", "dense")]
+README_RATES = (0.9, 0.98, 0.99)
+
+
+def readme_table(reports: dict, timing: dict) -> str:
+    """The README's pruning table: class-averaged % (mean over the runs) of every method at the high
+    rates, per dataset, from the same reports as docs/results.md (never copied by hand)."""
+    lines = [README_START, "| | runs | rate | " + " | ".join(t for _, t in README_COLUMNS) + " |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in README_COLUMNS) + " |"]
+    for name, rep in reports.items():
+        cells = {(c.method, c.rate): c for c in rep.cells if not c.variant and c.dataset == name}
+        records = [r for r in rep.records if r.row["dataset"] == name]
+        seeds = sorted({r.row["seed"] for r in records})
+        folds = sorted({r.row["fold"] for r in records if r.row["fold"]})
+        which = f"seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}"
+        runs = f"{len(records)} of {timing[name]['grid_runs']}: " + (f"{len(folds)} folds x {which}" if folds else which)
+        for rate in README_RATES:
+            row = [f"{cells[(m, 0.0 if m == 'dense' else rate)].mean:.2f}" if (m, 0.0 if m == "dense" else rate) in cells
+                   else "" for m, _ in README_COLUMNS]
+            lines.append(f"| {name.upper()} | {runs} | {rate:g} | " + " | ".join(row) + " |")
+    return "\n".join(lines + [README_END])
+
+
+def update_readme(reports: dict, timing: dict) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if README_START in text:
+        head, rest = text.split(README_START, 1)
+        readme.write_text(head + readme_table(reports, timing) + rest.split(README_END, 1)[1])
 
 
 def _merge_write(path: Path, new: dict) -> None:

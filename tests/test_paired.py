@@ -163,3 +163,16 @@ def test_unpaired_keys_are_listed_in_seed_order():
 
     (p,) = pair([rec("pmp", 0), rec("mp", 0), *(rec("pmp", s) for s in (10, 2, 1))])
     assert (p.stats.n, p.unpaired_reference, p.unpaired_other) == (1, ["s1", "s2", "s10"], [])
+
+
+def test_readme_table_reads_the_report_cells(rep):
+    """README's generated pruning table: means of the report's cells, dense on every rate's row, a
+    method without runs left blank, the run count against the grid's."""
+    pt = load_benchmark("paper_table")
+    lines = pt.readme_table({"fpha": rep}, {"fpha": {"grid_runs": 99}}).splitlines()
+    assert lines[0] == pt.README_START and lines[-1] == pt.README_END
+    (row,) = [x for x in lines if "| 0.9 |" in x]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    n = sum(1 for r in rep.records if r.row["dataset"] == "fpha")
+    assert cells[:3] == ["FPHA", f"{n} of 99: seeds 0,1,2,3", "0.9"]
+    assert cells[3:] == ["75.00", "61.67", "70.67", "60.00", "65.00", "", "84.67"]  # PMP, MP, GMP, LTH, LTH equal, SNIP, dense
