@@ -388,6 +388,14 @@ def _group_plots(
     return files
 
 
+def _shown(path: Path) -> str:
+    """A path as the report prints it: relative to the working directory when under it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def report(
     runs_dir: str | Path,
     out_dir: str | Path | None = None,
@@ -416,8 +424,8 @@ def report(
     sections = [
         "# Results",
         "",
-        f"Class-averaged accuracy (%) of {len(records)} finished runs under `{runs_dir}`"
-        + "".join(f" and in `{a}`" for a in archives) + ": mean ± sample "
+        f"Class-averaged accuracy (%) of {len(records)} finished runs under `{_shown(runs_dir)}`"
+        + "".join(f" and in `{_shown(a)}`" for a in archives) + ": mean ± sample "
         "standard deviation (ddof=1) over seeds and folds, n = runs per cell. The 0 % row is the dense "
         "reference; the last row gives the training epochs of each method. Paired tables: runs that share "
         f"a seed and fold are paired, and each row gives {REFERENCE} minus that method over its pairs in "
