@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from paper_table import RESULTS, machine, sweep_and_report  # noqa: E402
+from paper_table import ARCHIVES, DATASETS, RESULTS, machine, sweep_and_report  # noqa: E402
 
 from pmp.experiments import load_sweep  # noqa: E402
 from pmp.experiments.grid import parse_only  # noqa: E402
@@ -87,6 +87,26 @@ def write_csv(path: Path, rows: list[dict], options: list[str]) -> None:
         writer = csv.DictWriter(f, RUN_COLUMNS[:3] + options + RUN_COLUMNS[3:])
         writer.writeheader()
         writer.writerows(rows)
+
+
+def grid_agreement(reports: dict) -> dict:
+    """The ablation's default PMP runs are the paper grid's PMP runs of the same seed, fold and rate
+    (same config, other folders): a check of determinism across sittings and of the grid's archived
+    rows. Per dataset: how many pairs, how many identical to the bit, the largest difference."""
+    from pmp.experiments.report import collect
+
+    out = {}
+    for name, rep in reports.items():
+        ours = {(r.row["dataset"], r.row["rate"], r.row["seed"], r.row["fold"]): r.row["class_avg_acc"]
+                for r in rep.records if r.label == "pmp"}
+        datasets = {k[0] for k in ours}
+        grids = [load_sweep(DATASETS[d]) for d in datasets if d in DATASETS]
+        grid = {(r.row["dataset"], r.row["rate"], r.row["seed"], r.row["fold"]): r.row["class_avg_acc"]
+                for g in grids for r in collect(g.out, [ARCHIVES / f"{g.name}.jsonl"])[0] if r.label == "pmp"}
+        both = sorted(set(ours) & set(grid))
+        diffs = [abs(ours[k] - grid[k]) for k in both]
+        out[name] = {"pairs": len(both), "identical": sum(d == 0 for d in diffs), "max_abs_diff": max(diffs, default=None)}
+    return out
 
 
 START, END = "<!-- ablation:start -->", "<!-- ablation:end -->"
@@ -190,7 +210,7 @@ def main() -> None:
             timing[spec.name]["total_run_wall_s"] = round(sum(r.row["wall_s"] for r in rep.records), 1)
     write_csv(args.results / f"{args.name}.csv", rows, options)
     meta = {"machine": machine(), "command": "python benchmarks/ablation.py " + " ".join(sys.argv[1:]),
-            "timing": timing, "rows": len(rows)}
+            "timing": timing, "rows": len(rows), "grid_agreement": grid_agreement(reports)}
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     if args.name == "ablation" and args.results == RESULTS and reports:  # not the tuning sweep, not a smoke run
         update_method_doc(ablation_section(reports, {s.name: s for s in specs}, timing))
