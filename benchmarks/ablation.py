@@ -91,21 +91,25 @@ def write_csv(path: Path, rows: list[dict], options: list[str]) -> None:
 
 def grid_agreement(reports: dict) -> dict:
     """The ablation's default PMP runs are the paper grid's PMP runs of the same seed, fold and rate
-    (same config, other folders): a check of determinism across sittings and of the grid's archived
-    rows. Per dataset: how many pairs, how many identical to the bit, the largest difference."""
+    (same config, other folders): a check of determinism across sittings. Per sweep and per CPU the
+    grid's run was made on (an archived row records none): pairs, how many identical to the bit, the
+    largest and the mean absolute difference in points."""
     from pmp.experiments.report import collect
 
-    out = {}
+    out: dict = {}
     for name, rep in reports.items():
-        ours = {(r.row["dataset"], r.row["rate"], r.row["seed"], r.row["fold"]): r.row["class_avg_acc"]
-                for r in rep.records if r.label == "pmp"}
-        datasets = {k[0] for k in ours}
-        grids = [load_sweep(DATASETS[d]) for d in datasets if d in DATASETS]
-        grid = {(r.row["dataset"], r.row["rate"], r.row["seed"], r.row["fold"]): r.row["class_avg_acc"]
+        ours = {(r.row["dataset"], r.row["rate"], r.row["seed"], r.row["fold"]): r for r in rep.records if r.label == "pmp"}
+        grids = [load_sweep(DATASETS[d]) for d in {k[0] for k in ours} if d in DATASETS]
+        grid = {(r.row["dataset"], r.row["rate"], r.row["seed"], r.row["fold"]): r
                 for g in grids for r in collect(g.out, [ARCHIVES / f"{g.name}.jsonl"])[0] if r.label == "pmp"}
-        both = sorted(set(ours) & set(grid))
-        diffs = [abs(ours[k] - grid[k]) for k in both]
-        out[name] = {"pairs": len(both), "identical": sum(d == 0 for d in diffs), "max_abs_diff": max(diffs, default=None)}
+        groups: dict[str, list[float]] = {}
+        for key in sorted(set(ours) & set(grid)):
+            cpu = grid[key].metrics.get("machine", {}).get("cpu_model") or "not recorded (archived row)"
+            groups.setdefault(f"grid run on {cpu}", []).append(abs(ours[key].row["class_avg_acc"] - grid[key].row["class_avg_acc"]))
+        cpus = {r.metrics.get("machine", {}).get("cpu_model") for r in ours.values()}
+        out[name] = {"ablation runs on": sorted(c for c in cpus if c), **{
+            g: {"pairs": len(d), "identical": sum(x == 0 for x in d), "max_abs_diff_points": round(100 * max(d), 3),
+                "mean_abs_diff_points": round(100 * sum(d) / len(d), 3)} for g, d in groups.items()}}
     return out
 
 

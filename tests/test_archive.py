@@ -172,3 +172,17 @@ def test_a_sweep_resumes_on_a_fresh_checkout_from_its_archive(tmp_path):
     assert {r.run_id: r.status for r in result.runs} == {
         "dense_r0_s0": "skipped", "pmp_r0.9_s0": "skipped", "dense_r0_s1": "done", "pmp_r0.9_s1": "done"}
     assert sorted((second / "calls.log").read_text().split()) == ["dense_r0_s1", "pmp_r0.9_s1"]
+
+
+def test_archived_rows_of_a_single_split_pair_with_live_runs_of_it(sweep, tmp_path):
+    """FPHA's one split is blanked in a report's csv ("") and named in live metrics ("1:1"): both are
+    the same protocol, so the folds stay blank and the runs pair by seed."""
+    row = {"dataset": "fpha", "variant": "", "rate": 0.9, "fold": "", "overall_acc": 0.6, "soft_class_avg_acc": "",
+           "achieved_rate": 0.9, "epochs": 10, "wall_s": 3.0, "seen": ""}
+    path = tmp_path / "runs.jsonl"
+    archive.import_rows(_csv(tmp_path / "old.csv", [{**row, "method": "mp", "seed": 5, "class_avg_acc": 0.5,
+                                                     "run": "mp_r0.9_s5"}]), path, source="s")
+    rep = report(sweep, tmp_path / "report", archives=[path])
+    assert {r.row["fold"] for r in rep.records} == {""}
+    (mp,) = [p for p in rep.paired if p.other == "mp"]
+    assert (mp.stats.n, mp.unpaired_other) == (1, ["s5"])

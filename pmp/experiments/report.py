@@ -193,10 +193,11 @@ def collect(runs_dir: str | Path, archives: list[Path] | None = None) -> tuple[l
                 records += [RunRecord({k: r.get(k) for k in COLUMNS}, {}, *_row_variant(r.get("variant", "")))
                             for r in entry.rows]
     splits: dict[str, set[str]] = defaultdict(set)
-    for r in records:
-        splits[r.row["dataset"]].add(r.row["fold"])
+    for r in records:  # an archived row's empty fold is a report's blanked single split
+        if r.row["fold"]:
+            splits[r.row["dataset"]].add(r.row["fold"])
     for r in records:  # one split per dataset (FPHA's 1:1) is a protocol, not cross-validation folds
-        if len(splits[r.row["dataset"]]) == 1:
+        if len(splits[r.row["dataset"]]) <= 1:
             r.row["fold"] = ""
     records.sort(key=_record_key)
     return records, unreadable
