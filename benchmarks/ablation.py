@@ -181,6 +181,7 @@ def main() -> None:
     ap.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--only", help="run only the sweep of this name (ablation, ablation_sbu)")
+    ap.add_argument("--report-only", action="store_true", help="train nothing: tables from the runs finished so far")
     ap.add_argument("--select", action="append", metavar="AXIS=V1,V2",
                     help="run only these values of the grid now, as `pmp sweep --only` (repeatable; e.g. "
                          "method=pmp,pmp@lam0 seed=0,1,2): the parts that matter most first, the rest later")
@@ -198,7 +199,7 @@ def main() -> None:
     rows, reports = [], {}
     for spec in specs:  # every sweep's finished runs are tabled; only the selected ones run
         t0 = time.perf_counter()
-        rep, result = sweep_and_report(spec, args.reports / spec.name, not args.only or spec.name == args.only,
+        rep, result = sweep_and_report(spec, args.reports / spec.name, not args.report_only and (not args.only or spec.name == args.only),
                                        archive_dir=args.results / "archive",
                                        workers=args.workers, data_root=args.data_root, only=parse_only(args.select))
         if result is not None:  # one entry per sitting: a sweep spans several
