@@ -42,7 +42,15 @@ from pmp.training.config import load_config  # noqa: E402
 
 SWEEPS = [ROOT / "configs/sweeps/ablation.yaml", ROOT / "configs/sweeps/ablation_sbu.yaml"]
 RUN_COLUMNS = ["dataset", "method", "variant", "rate", "seed", "fold", "class_avg_acc", "overall_acc",
-               "achieved_rate", "epochs", "wall_s", "run"]
+               "achieved_rate", "epochs", "wall_s", "latent_layer", "latent_max_abs", "run"]
+
+
+def latent_extent(metrics: dict) -> tuple[str | None, float | None]:
+    """(layer, largest |latent weight| bin centre) of the run's latent histogram after training:
+    how far the prior alignment lets the weights that survive grow."""
+    after = (metrics.get("latent_hist") or {}).get("after") or {}
+    centers = after.get("centers") or []
+    return after.get("layer"), (round(max(abs(centers[0]), abs(centers[-1])), 4) if centers else None)
 
 
 def option_columns(specs) -> list[str]:
@@ -77,7 +85,9 @@ def ablation_rows(rep, runs_dir: Path, options: list[str]) -> list[dict]:
         cfg = load_config(runs_dir / r.row["run"] / "config.yaml")
         defaults = method_defaults(cfg.pruning.method)
         used = {**defaults, **cfg.pruning.options, "scope": cfg.pruning.scope}
-        rows.append({**{c: r.row.get(c) for c in RUN_COLUMNS}, "method": cfg.pruning.method,
+        layer, extent = latent_extent(r.metrics)
+        rows.append({**{c: r.row.get(c) for c in RUN_COLUMNS}, "latent_layer": layer, "latent_max_abs": extent,
+                     "method": cfg.pruning.method,
                      "variant": r.name or "default", **{k: used.get(k) if k in defaults else None for k in options}})
     return rows
 
@@ -130,7 +140,9 @@ def ablation_section(reports: dict, specs: dict, timing: dict) -> str:
              "ablation.csv`, one row per run; reports in `docs/results/ablation*/`). Each cell: the variant's "
              "class-averaged accuracy (%, mean over n runs), then **default minus variant** in points over the "
              "runs that share seed and fold, with its 95% t-interval and the default's wins / ties / losses. "
-             "Above zero with an interval that excludes it: the default's setting of that part beats the variant's.", ""]
+             "Above zero with an interval that excludes it: the default's setting of that part beats the variant's. "
+             "Last column: the largest |latent weight| after training (histogram bin centre, mean over the runs at "
+             "the highest rate) of the layer `metrics.json` histograms: how far the surviving weights grew.", ""]
     for name, rep in reports.items():
         spec = specs[name]
         t = timing.get(name, {})
@@ -139,10 +151,16 @@ def ablation_section(reports: dict, specs: dict, timing: dict) -> str:
         walls = [x["sweep_wall_s"] for x in t.get("sittings", [])]
         lines += [f"**{name}** ({spec.base.name if spec.base else ''}; {len(rep.records)} runs; "
                   f"sweep wall time {sum(walls) / 60:.0f} min over {len(walls)} sitting(s) on {machine()}, 2 workers)", "",
-                  "| variant | moved | " + " | ".join(f"r = {r:g}" for r in rates) + " |",
-                  "| --- | --- | " + " | ".join("---" for _ in rates) + " |"]
+                  "| variant | moved | " + " | ".join(f"r = {r:g}" for r in rates) + f" | max abs latent at {rates[-1]:g} |",
+                  "| --- | --- | " + " | ".join("---" for _ in rates) + " | --- |"]
+        def extent(label: str) -> str:
+            found = [latent_extent(r.metrics) for r in rep.records if r.label == label and r.row["rate"] == rates[-1]]
+            values = [v for _, v in found if v is not None]
+            return f"{sum(values) / len(values):.3f} ({found[0][0]})" if values else ""
+
         default = ["default", "(configs and PMP's defaults)"] + [
             f"{cells[('pmp', r)].mean:.2f} (n={cells[('pmp', r)].n})" if ("pmp", r) in cells else "" for r in rates]
+        default.append(extent("pmp"))
         lines.append("| " + " | ".join(default) + " |")
         paired = {(p.other, p.rate): p for p in rep.paired if not p.variant}
         for label in spec.grid["pruning.method"]:
@@ -160,7 +178,7 @@ def ablation_section(reports: dict, specs: dict, timing: dict) -> str:
                     ci = f" [{st.lo:+.2f}, {st.hi:+.2f}]" if st.n > 1 else ""
                     text += f"; {st.mean:+.2f}{ci}, {st.wins}/{st.ties}/{st.losses}"
                 row.append(text)
-            lines.append("| " + " | ".join(row) + " |")
+            lines.append("| " + " | ".join(row + [extent(label)]) + " |")
         lines.append("")
     return "\n".join(lines + [END])
 

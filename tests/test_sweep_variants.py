@@ -197,3 +197,13 @@ def test_ablation_section_gives_each_variant_its_paired_difference_from_the_defa
     assert "85.00 (n=2)" in lines["default"]
     assert "70.00 (n=2); +15.00 [-48.53, +78.53], 2/0/0" in lines["lam0"] and "lam 0" in lines["lam0"]
     assert "laplace" not in lines and section.startswith(ab.START) and section.endswith(ab.END)
+
+
+def test_latent_extent_reads_the_widest_bin_of_the_histogram_after_training():
+    from test_paired import load_benchmark
+
+    ab = load_benchmark("ablation")
+    hist = {"latent_hist": {"before": {"layer": "fc.weight", "centers": [-9.0, 9.0]},
+                            "after": {"layer": "fc.weight", "centers": [-0.2, 0.0, 0.1]}}}
+    assert ab.latent_extent(hist) == ("fc.weight", 0.2)
+    assert ab.latent_extent({}) == (None, None)  # an archived row, or a method without histograms
