@@ -128,8 +128,9 @@ METHOD_DOC = ROOT / "docs" / "method.md"
 
 
 def _moved(overrides: dict) -> str:
-    return ", ".join(f"{k.removeprefix('pruning.options.').removeprefix('pruning.')} {v:g}" if isinstance(v, float)
-                     else f"{k.removeprefix('pruning.options.').removeprefix('pruning.')} {v}" for k, v in overrides.items())
+    """`{"pruning.scope": "global", "pruning.options.lam": 0.0}` as "scope global, lam 0"."""
+    return ", ".join(f"{k.removeprefix('pruning.options.').removeprefix('pruning.')} "
+                     f"{format(v, 'g') if isinstance(v, float) else v}" for k, v in overrides.items())
 
 
 def ablation_section(reports: dict, specs: dict, timing: dict) -> str:

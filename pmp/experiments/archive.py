@@ -94,14 +94,21 @@ def write(path: str | Path, entries: dict[str, Entry]) -> None:
 
 
 def _folder_entry(run_dir: Path, run: str) -> Entry | None:
-    if read_metrics(run_dir) is None:
-        return None
+    """A finished run folder's entry, each file read once and verified; None when the run is not
+    finished or a file is corrupt (the report skips such a run too)."""
     docs = {}
     for key, name in FILES.items():
-        if (run_dir / name).is_file():
-            doc = json.loads((run_dir / name).read_text())
-            if SEAL_KEY in doc:  # unsealed (pre-checksum) files are not archived: they could not be verified
-                docs[key] = doc
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        try:
+            text = path.read_text()
+            parse_sealed_json(path, text)
+        except (IntegrityError, OSError, UnicodeDecodeError):
+            return None
+        doc = json.loads(text)
+        if SEAL_KEY in doc:  # unsealed (pre-checksum) files are not archived: they could not be verified
+            docs[key] = doc
     config = (run_dir / CONFIG).read_text() if (run_dir / CONFIG).is_file() else None
     return Entry(run, docs, config) if "metrics" in docs else None
 
