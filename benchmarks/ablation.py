@@ -72,10 +72,6 @@ def method_defaults(method: str) -> dict:
     return {"scope": "layer", **{k: p.default for k, p in params if p.kind is p.KEYWORD_ONLY}}
 
 
-def pmp_defaults() -> dict:
-    return {k: v for k, v in method_defaults("pmp").items() if k in option_columns([load_sweep(SWEEPS[0])])}
-
-
 def ablation_rows(rep, runs_dir: Path, options: list[str]) -> list[dict]:
     """One row per run of a report over `runs_dir`: the option values come from the run's own
     config.yaml (what it was trained with), not from the sweep file; blank where the run's method

@@ -383,7 +383,9 @@ def _group_plots(
         for layer, d in (r.metrics.get("layer_density") or {}).items():
             densities[r.label][layer].append(d)
     if densities:
-        means = {m: {k: statistics.fmean(v) for k, v in d.items()} for m, d in densities.items()}
+        # legend counts: archived row-only runs recorded no densities, so a mean may cover fewer runs than its cell
+        means = {f"{m} (n={max(map(len, d.values()))})": {k: statistics.fmean(v) for k, v in d.items()}
+                 for m, d in densities.items()}
         path = plot_dir / f"layer_density_{slug}_r{rate:g}.png"
         files.append(plots.layer_density(means, rate, path, f"{title}: per-layer density at rate {rate:g}"))
     return files
