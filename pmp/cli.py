@@ -226,8 +226,7 @@ def cmd_bench_inference(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from pmp.models import list_models
-    from pmp.pruning.base import METHODS
-    from pmp.pruning import methods  # noqa: F401
+    from pmp.pruning import METHODS
 
     print("models: " + ", ".join(list_models()))
     print("methods: " + ", ".join(sorted(METHODS)))

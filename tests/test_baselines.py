@@ -13,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from pmp.pruning import lottery, magnitude, snip  # noqa: F401  (register the methods)
 from pmp.pruning.base import METHODS, Pruner, create_pruner
 from pmp.pruning.magnitude import gmp_sparsity
 
@@ -144,6 +143,16 @@ def assert_exact_final(run: Run, rate: float) -> None:
 def test_registered_under_cli_names():
     for name in ["mp", "gmp", "lth", "snip"]:
         assert type(create_pruner(name, mlp(), 0.5)) is METHODS[name]
+
+
+def test_the_registry_is_complete_once_the_package_is_imported():
+    """In a fresh interpreter, before any create_pruner call: a user listing METHODS sees every method."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "from pmp.pruning import METHODS; print(' '.join(sorted(METHODS)))"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["dense", "gmp", "lth", "mp", "mrmp", "pmp", "snip"]
 
 
 @pytest.mark.parametrize("scope", ["layer", "global"])

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from pmp.cli import main
-from pmp.pruning import methods  # noqa: F401  (registers every method)
 from pmp.pruning.bandstop import BandStop
 from pmp.pruning.base import METHODS
 from pmp.training.device import resolve_device

@@ -157,18 +157,20 @@ def test_ablation_csv_has_a_column_per_option_from_each_runs_config(tmp_path):
 
 
 def test_tuning_sweep_gives_every_method_the_same_budget_of_its_own_options():
-    """configs/sweeps/tuning.yaml: each method its default plus 3 alternatives, every alternative
-    moving only options its method takes; the same rates and seeds for all."""
+    """configs/sweeps/tuning.yaml: each method its default plus 4 alternatives, one of them a global
+    budget, every alternative moving only options its method takes; the same rates and seeds for all."""
     import inspect
 
-    from pmp.pruning.base import METHODS
+    from pmp.pruning import METHODS
 
     spec = load_sweep("configs/sweeps/tuning.yaml")
     runs = expand_grid(spec)
     per_method = Counter(r.method for r in runs)
     labels = Counter(split_label(m)[0] for m in spec.grid["pruning.method"])
-    assert set(labels.values()) == {4} and set(labels) == {"pmp", "mp", "gmp", "lth", "snip"}
-    assert set(per_method.values()) == {4 * 3 * 2}
+    assert set(labels.values()) == {5} and set(labels) == {"pmp", "mp", "gmp", "lth", "snip"}
+    assert set(per_method.values()) == {5 * 3 * 2}
+    global_budget = {split_label(m)[0] for m, o in spec.method_overrides.items() if o.get("pruning.scope") == "global"}
+    assert global_budget == set(labels)
     for label, overrides in spec.method_overrides.items():
         method = split_label(label)[0]
         takes = {k for k, p in inspect.signature(METHODS[method].__init__).parameters.items() if p.kind is p.KEYWORD_ONLY}

@@ -3,6 +3,7 @@
 from .alignment import ALIGNMENTS, KLAlignment, WassersteinAlignment, make_alignment
 from .bandstop import BandStop, band_stop_gate
 from .base import METHODS, Pruner, create_pruner, register_method
+from . import methods  # noqa: F401  (registers the built-in methods: METHODS is complete on import)
 from .mrmp import MRMP, recalibrate_batchnorm
 from .pmp import PMP
 from .priors import PRIORS, Gaussian, Laplace, Prior, Uniform, make_prior, matched_prior

@@ -206,8 +206,6 @@ register_method(Dense)
 
 def create_pruner(method: str, model: nn.Module, rate: float, **options: Any) -> Pruner:
     """Build a pruning method by its CLI name ("dense", "pmp", "mrmp", "mp", "gmp", "lth", "snip")."""
-    from . import methods  # noqa: F401  (registers the built-in methods)
-
     if method not in METHODS:
         raise KeyError(f"unknown pruning method {method!r}; available: {', '.join(sorted(METHODS))}")
     return METHODS[method](model, rate, **options)
