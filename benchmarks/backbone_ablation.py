@@ -122,9 +122,15 @@ def backbone_section() -> str:
              f"| SBU fold 5 alone (65 test sequences; the paper family's single split) | seeds 0-2 | 3 | "
              f"{pct(s['fold5_class_avg_acc'])} | | {pct(s['fold5_ci95'][0])}-{pct(s['fold5_ci95'][1])} | | |", "",
              "SBU per fold (mean over seeds): " + ", ".join(f"{i + 1}: {pct(a)}" for i, a in enumerate(s["folds"])) + ".", ""]
-    if not all(_grid_dense_matches(k, dense[k]) for k in ("fpha", "sbu")):
+    agreement = {k: _grid_dense_agreement(k, dense[k]) for k in ("fpha", "sbu")}
+    if any(same == 0 for same, _ in agreement.values()):
         lines += ["**The pruning tables further down are stale**: they were made on an earlier dense network (their "
                   "dense rows), not on this one; `python benchmarks/paper_table.py` regenerates them.", ""]
+    else:
+        lines += ["The pruning grid further down sits on this network: of its dense runs, " + "; ".join(
+            f"{k.upper()} {same} of {n}" for k, (same, n) in agreement.items()) + " are these runs to the bit (same "
+            "seed and fold); any other was made on another CPU model, which gives other numbers for the same config "
+            "and seed ([guarantees.md](guarantees.md#what-deterministic-for-a-seed-covers)).", ""]
     md = ROOT / "docs/results/backbone_ablation.md"
     if md.is_file():
         lines += ["### Backbone ablation", "",
@@ -136,18 +142,18 @@ def backbone_section() -> str:
     return "\n".join(lines + [END])
 
 
-def _grid_dense_matches(name: str, entry: dict) -> bool:
-    """Whether the pruning grid's dense runs (RESULTS/<name>.csv) are dense.json's runs of the same
-    seed and fold: the grid then sits on this backbone, however many of its seeds have run."""
+def _grid_dense_agreement(name: str, entry: dict) -> tuple[int, int]:
+    """(how many of the pruning grid's dense runs (RESULTS/<name>.csv) are dense.json's run of the
+    same seed and fold to the bit, how many it has). None agreeing: the grid was made on another
+    network; some: it sits on this one, its other seeds made on another CPU model."""
     path = RESULTS / f"{name}.csv"
     if not path.is_file():
-        return False
+        return 0, 0
     # a single-split dataset (FPHA) has no fold column in the grid's csv
     ours = {(str(r["seed"]), str(r["fold"]) if "folds" in entry else ""): r["class_avg_acc"] for r in entry["runs"]}
     with path.open() as f:
         grid = [r for r in csv.DictReader(f) if r["method"] == "dense"]
-    return bool(grid) and all(abs(ours.get((r["seed"], r["fold"]), -1.0) - float(r["class_avg_acc"])) < 1e-9
-                              for r in grid)
+    return sum(abs(ours.get((r["seed"], r["fold"]), -1.0) - float(r["class_avg_acc"])) < 1e-9 for r in grid), len(grid)
 
 
 def update_results_doc() -> None:
