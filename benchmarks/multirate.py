@@ -12,7 +12,9 @@ default config (configs/<dataset>.yaml, its backbone and epochs), one sweep of:
 The result, accuracies as fractions (means over seeds/folds), to --out:
   {"fpha": {"cost_ratio": X, "rates": {"0.9": {"mrmp": A, "pmp": B, "mp_one_training": C,
             "mp_one_training_finetuned": D, "seen": true}, ...}, ...}, "sbu": {...}}
-cost_ratio = mean MRMP training wall time / mean PMP training wall time of the same sweep.
+cost_ratio = mean MRMP training wall time / mean PMP training wall time of the same sweep. Each
+dataset is written as soon as it finishes (with its own "meta": command, machine, commit, wall time),
+beside the datasets already in --out, so `--datasets sbu` and `--datasets fpha` may run apart.
 
     python benchmarks/multirate.py --data-root ../shared/data [--workers 2]     # the full benchmark
     python benchmarks/multirate.py --datasets fpha --seeds 0 --epochs 2 --work-dir /tmp/w --out /tmp/m.json  # smoke
@@ -37,6 +39,7 @@ import torch
 from pmp.data import load_dataset, preprocess
 from pmp.experiments import parse_sweep, report, run_sweep
 from pmp.experiments.sweep import read_metrics
+from pmp.machine import machine_fingerprint
 from pmp.pruning.masks import topk_masks
 from pmp.pruning.targets import select_targets
 from pmp.training import load_config
@@ -165,17 +168,21 @@ def main() -> None:
     ap.add_argument("--work-dir", default=str(ROOT / "work_dirs" / "multirate"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "multirate.json"))
     args = ap.parse_args()
-    t0 = time.perf_counter()
-    out: dict[str, Any] = {ds: _dataset(ds, args) for ds in args.datasets}
-    out["meta"] = {
-        "command": "python benchmarks/multirate.py", "argv": vars(args), "wall_s": round(time.perf_counter() - t0, 1),
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                 cwd=ROOT).stdout.strip(),
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
-    print(json.dumps(out, indent=2))
+    out_path = Path(args.out)
+    # each dataset lands as soon as it is done, beside the datasets an earlier invocation wrote
+    out: dict[str, Any] = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    for ds in args.datasets:
+        t0 = time.perf_counter()
+        out[ds] = _dataset(ds, args)
+        out[ds]["meta"] = {
+            "command": "python benchmarks/multirate.py", "argv": vars(args), "wall_s": round(time.perf_counter() - t0, 1),
+            "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
+            "fingerprint": machine_fingerprint(), "commit": commit,
+        }
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(out, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in out[ds].items() if k != "meta"}, indent=2), flush=True)
 
 
 if __name__ == "__main__":
