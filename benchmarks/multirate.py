@@ -19,14 +19,19 @@ beside the datasets already in --out, so `--datasets sbu` and `--datasets fpha` 
     python benchmarks/multirate.py --data-root ../shared/data [--workers 2]     # the full benchmark
     python benchmarks/multirate.py --datasets fpha --seeds 0 --epochs 2 --work-dir /tmp/w --out /tmp/m.json  # smoke
 
-Runs live in --work-dir/<dataset> (resumable: finished runs are kept); the sweep report (tables,
-the accuracy-vs-rate plot with MRMP's seen and unseen rates) goes to --work-dir/<dataset>/report.
+Per rate the file also keeps every unit's accuracy (`per_run`) and MRMP minus PMP paired by unit
+(`mrmp_minus_pmp`: mean, 95% t-interval, wins/ties/losses). Written to benchmarks/results/multirate.json,
+it also renders docs/results/multirate/multirate_<dataset>.png (accuracy vs rate, MRMP's unseen rates
+hollow) and docs/method.md's block between the multirate markers (`--report-only`: only that).
+Runs live in --work-dir/<dataset> (resumable: finished runs are kept); the sweep report goes to
+--work-dir/<dataset>/report.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import subprocess
@@ -38,6 +43,7 @@ import torch
 
 from pmp.data import load_dataset, preprocess
 from pmp.experiments import parse_sweep, report, run_sweep
+from pmp.experiments.stats import paired_diff
 from pmp.experiments.sweep import read_metrics
 from pmp.machine import machine_fingerprint
 from pmp.pruning.masks import topk_masks
@@ -50,6 +56,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RATES = [0.5, 0.7, 0.9, 0.95, 0.98, 0.99]
 UNSEEN = [0.8, 0.93, 0.97]
 FOLDS = ["1", "2", "3", "4", "5"]
+PLOTS = ROOT / "docs" / "results" / "multirate"  # accuracy-vs-rate plot per dataset
+DOC = ROOT / "docs" / "method.md"  # its block between START and END is generated from the results file
+START, END = "<!-- multirate:start -->", "<!-- multirate:end -->"
 
 
 def _sweep(dataset: str, args: argparse.Namespace, epochs: int) -> dict[str, Any]:
@@ -121,22 +130,23 @@ def _dataset(dataset: str, args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(result.summary())
     runs = [m | {"_dir": d} for d in sorted(spec.out.iterdir()) if d.is_dir() and (m := read_metrics(d)) is not None]
     rates = sorted(args.rates + args.unseen)
-    cells: dict[str, dict[str, list[float]]] = {f"{r:g}": {} for r in rates}
+    # rate -> method -> unit (seed and split) -> accuracy: methods are paired on the unit
+    cells: dict[str, dict[str, dict[str, float]]] = {f"{r:g}": {} for r in rates}
     wall: dict[str, list[float]] = {"mrmp": [], "pmp": []}
     for m in runs:
-        method = m["method"]
+        method, unit = m["method"], f"s{m['seed']}/{m['split']}"
         if method in wall:
             wall[method].append(m["wall_s"])
         if method == "mrmp":
             for key, v in m["rates"].items():
-                cells[key].setdefault("mrmp", []).append(v["class_avg_acc"])
+                cells[key].setdefault("mrmp", {})[unit] = v["class_avg_acc"]
         elif method == "pmp":
-            cells[f"{m['rate']:g}"].setdefault("pmp", []).append(m["class_avg_acc"])
+            cells[f"{m['rate']:g}"].setdefault("pmp", {})[unit] = m["class_avg_acc"]
         elif method == "dense":
             for key, a in _magnitude_pruned(m["_dir"], rates).items():
-                cells[key].setdefault("mp_one_training", []).append(a)
+                cells[key].setdefault("mp_one_training", {})[unit] = a
             for t in _finetunes(dataset, args, m) if args.finetune_epochs else []:
-                cells[f"{t['rate']:g}"].setdefault("mp_one_training_finetuned", []).append(t["class_avg_acc"])
+                cells[f"{t['rate']:g}"].setdefault("mp_one_training_finetuned", {})[unit] = t["class_avg_acc"]
     report(spec.out)
     seen = set(args.rates)
     return {
@@ -144,8 +154,72 @@ def _dataset(dataset: str, args: argparse.Namespace) -> dict[str, Any]:
         "mrmp_wall_s": _mean(wall["mrmp"]), "pmp_wall_s": _mean(wall["pmp"]), "epochs": epochs,
         "finetune_epochs": args.finetune_epochs, "runs": len(runs), "sweep_wall_s": round(time.perf_counter() - t0, 1),
         "units": args.seeds if dataset == "fpha" else args.folds,
-        "rates": {key: {**{k: _mean(v) for k, v in c.items()}, "seen": float(key) in seen} for key, c in cells.items()},
+        "rates": {key: {**{k: _mean(list(v.values())) for k, v in c.items()}, "seen": float(key) in seen,
+                        "mrmp_minus_pmp": _paired(c.get("mrmp", {}), c.get("pmp", {})), "per_run": c}
+                  for key, c in cells.items()},
     }
+
+
+def _paired(a: dict[str, float], b: dict[str, float]) -> dict[str, Any] | None:
+    """a - b in accuracy points over the units both have: mean, 95% t-interval, wins/ties/losses."""
+    units = sorted(set(a) & set(b))
+    if not units:
+        return None
+    d = paired_diff([100 * a[u] for u in units], [100 * b[u] for u in units])
+    ci = [d.lo, d.hi] if len(units) > 1 else None
+    return {"pairs": len(units), "mean": d.mean, "ci95": ci, "wins_ties_losses": [d.wins, d.ties, d.losses]}
+
+
+LABELS = {"mrmp": "MRMP (one training)", "pmp": "PMP (one run per rate)",
+          "mp_one_training": "dense + magnitude, no fine-tune", "mp_one_training_finetuned": "dense + magnitude + fine-tune"}
+
+
+def render(results: dict[str, Any], plot_dir: Path = PLOTS, doc: Path = DOC) -> None:
+    """The accuracy-vs-rate plot per dataset (MRMP's unseen rates hollow) and docs/method.md's
+    generated block, both from the results file alone."""
+    from pmp.experiments import plots
+
+    lines = [START, ""]
+    for ds in (d for d in ("fpha", "sbu") if d in results):
+        r, meta = results[ds], results[ds]["meta"]
+        keys = sorted(r["rates"], key=float)
+        curves = {}
+        for method, label in LABELS.items():
+            have = [k for k in keys if r["rates"][k].get(method) is not None]
+            per = [list(r["rates"][k]["per_run"][method].values()) for k in have]
+            curves[label] = ([float(k) for k in have], [100 * statistics.fmean(v) for v in per],
+                             [100 * statistics.stdev(v) if len(v) > 1 else math.nan for v in per])
+        unseen = {LABELS["mrmp"]: {float(k) for k in keys if not r["rates"][k]["seen"]}}
+        path = plots.accuracy_vs_density(curves, None, plot_dir / f"multirate_{ds}.png",
+                                         f"{ds.upper()}: one MRMP training vs a PMP run per rate", unseen)
+        units = "seeds " + ", ".join(map(str, r["units"])) if ds == "fpha" else "folds " + ", ".join(r["units"])
+        lines += [f"**{ds.upper()}** ({units}; {r['epochs']} epochs per training, fine-tune {r['finetune_epochs']} "
+                  f"epochs per rate; {r['runs']} runs, {r['sweep_wall_s'] / 60:.1f} min with 2 workers on "
+                  f"{meta['fingerprint']['cpu_model']}, {meta['fingerprint']['cores']} cores, commit {meta['commit']}). "
+                  f"MRMP's training costs **{r['cost_ratio']:.2f}x** one PMP run ({r['mrmp_wall_s']:.0f} s against "
+                  f"{r['pmp_wall_s']:.0f} s, mean training wall times of the same sweep). Class-averaged accuracy %, "
+                  "means over the units; MRMP minus PMP paired by unit with its 95% t-interval; *italic* rates were "
+                  "not trained at:", "",
+                  "| rate | MRMP | PMP | MRMP - PMP | 95% CI | wins/ties/losses | dense + MP | dense + MP + fine-tune |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for k in keys:
+            c = r["rates"][k]
+            pct = lambda v: "" if v is None else f"{100 * v:.2f}"  # noqa: E731
+            d = c.get("mrmp_minus_pmp")
+            diff = f"{d['mean']:+.2f}" if d else ""
+            ci = f"[{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]" if d and d["ci95"] else ""
+            wtl = " / ".join(map(str, d["wins_ties_losses"])) if d else ""
+            rate = k if c["seen"] else f"*{k}*"
+            lines.append(f"| {rate} | {pct(c.get('mrmp'))} | {pct(c.get('pmp'))} | {diff} | {ci} | {wtl} | "
+                         f"{pct(c.get('mp_one_training'))} | {pct(c.get('mp_one_training_finetuned'))} |")
+        lines += ["", f"![{ds} accuracy vs rate]({path.relative_to(doc.parent).as_posix()})", ""]
+    lines.append(END)
+    text = doc.read_text()
+    if START in text:
+        head, rest = text.split(START, 1)
+        doc.write_text(head + "\n".join(lines) + rest.split(END, 1)[1])
+    else:
+        raise SystemExit(f"{doc}: no {START} marker to write the multirate block at")
 
 
 def main() -> None:
@@ -167,10 +241,13 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--work-dir", default=str(ROOT / "work_dirs" / "multirate"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "multirate.json"))
+    ap.add_argument("--report-only", action="store_true", help="render the plots and docs/method.md's block from --out")
     args = ap.parse_args()
     out_path = Path(args.out)
     # each dataset lands as soon as it is done, beside the datasets an earlier invocation wrote
     out: dict[str, Any] = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    if args.report_only:
+        return render(out)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     for ds in args.datasets:
         t0 = time.perf_counter()
@@ -183,6 +260,8 @@ def main() -> None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(out, indent=2) + "\n")
         print(json.dumps({k: v for k, v in out[ds].items() if k != "meta"}, indent=2), flush=True)
+    if out_path.resolve() == (ROOT / "benchmarks" / "results" / "multirate.json").resolve():
+        render(out)  # the docs follow the committed results file only, not a scratch --out
 
 
 if __name__ == "__main__":

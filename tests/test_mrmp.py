@@ -308,3 +308,31 @@ def test_report_gives_an_mrmp_run_a_cell_at_every_rate(tmp_path) -> None:
         ("mrmp", "0.5", "True"), ("mrmp", "0.8", "False"), ("mrmp", "0.95", "True"), ("pmp", "0.8", "")}
     assert float(next(r for r in rows if r["rate"] == "0.5")["achieved_rate"]) == 0.5
     assert (tmp_path / "report" / "plots" / "accuracy_fpha.png").stat().st_size > 0
+
+
+def test_multirate_block_pairs_mrmp_with_pmp_on_shared_units_only(tmp_path) -> None:
+    """benchmarks/multirate.py's docs block on fabricated results: at 0.9 MRMP 80/90 and PMP 82/86
+    on seeds 0-1 (PMP also 84 on seed 2, unpaired): differences -2 and +4, mean +1, interval
+    +-t(1) * 3 = +-38.12 by hand; PMP's mean covers its 3 runs; an unseen rate is in italics."""
+    from test_paired import load_benchmark
+
+    mr = load_benchmark("multirate")
+    mrmp = {"s0/1:1": 0.80, "s1/1:1": 0.90}
+    pmp = {"s0/1:1": 0.82, "s1/1:1": 0.86, "s2/1:1": 0.84}
+    d = mr._paired(mrmp, pmp)
+    assert (d["pairs"], d["wins_ties_losses"]) == (2, [1, 0, 1]) and d["mean"] == pytest.approx(1.0)
+    assert d["ci95"] == pytest.approx([1.0 - 38.118, 1.0 + 38.118], abs=1e-3)
+    assert mr._paired(mrmp, {}) is None
+    rates = {"0.9": {"mrmp": 0.85, "pmp": 0.84, "seen": True, "mrmp_minus_pmp": d,
+                     "per_run": {"mrmp": mrmp, "pmp": pmp}},
+             "0.93": {"mrmp": 0.70, "seen": False, "mrmp_minus_pmp": None, "per_run": {"mrmp": mrmp}}}
+    meta = {"fingerprint": {"cpu_model": "CPU", "cores": 2}, "commit": "abc"}
+    results = {"fpha": {"rates": rates, "meta": meta, "units": [0, 1, 2], "epochs": 4, "finetune_epochs": 1,
+                        "runs": 7, "sweep_wall_s": 60.0, "cost_ratio": 1.9, "mrmp_wall_s": 19.0, "pmp_wall_s": 10.0}}
+    doc = tmp_path / "method.md"
+    doc.write_text(f"# doc\n{mr.START}\nold\n{mr.END}\ntail\n")
+    mr.render(results, plot_dir=tmp_path / "plots", doc=doc)
+    text = doc.read_text()
+    assert "| 0.9 | 85.00 | 84.00 | +1.00 | [-37.12, +39.12] | 1 / 0 / 1 |" in text
+    assert "| *0.93* | 70.00 |  |  |  |  |" in text and "**1.90x**" in text
+    assert "old" not in text and text.endswith("tail\n") and (tmp_path / "plots" / "multirate_fpha.png").is_file()
