@@ -42,6 +42,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from pmp.data.features import input_layout  # noqa: E402
 from pmp.data.fpha import EDGES as HAND_EDGES  # noqa: E402
 from pmp.experiments import run_sweep  # noqa: E402
 from pmp.experiments.grid import expand_grid, parse_sweep  # noqa: E402
@@ -49,13 +50,15 @@ from pmp.experiments.sweep import read_metrics  # noqa: E402
 from pmp.export import load_sparse, save_compact  # noqa: E402
 from pmp.export.bench import _alternating_times, _machine, magnitude_prune, with_random_batchnorm  # noqa: E402
 from pmp.models import create_model, list_models, model_dataset_fields  # noqa: E402
+from pmp.training import load_config  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 METHODS = ("pmp", "mp", "gmp")
 RATES = (0.9, 0.98, 0.99)
 PROTOCOL = {"fpha": {"seeds": [0, 1, 2], "splits": ["1:1"]}, "sbu": {"seeds": [0], "splits": ["1", "2", "3", "4", "5"]}}
-#: FPHA's deployment sizes (hands: 21 joints, 32 frames, xyz, 45 classes), for weights and speed.
-DEPLOY = dict(num_nodes=21, in_frames=32, in_channels=3, num_classes=45)
+#: FPHA's deployment sizes (hands: 21 joints, xyz, one person, 45 classes), for weights and speed; the
+#: frames and feature channels come from each backbone's FPHA config (deploy_kwargs).
+DEPLOY = dict(num_nodes=21, coords=3, persons=1, num_classes=45)
 
 
 def base_config(backbone: str, dataset: str) -> Path:
@@ -66,10 +69,13 @@ def base_config(backbone: str, dataset: str) -> Path:
 
 
 def deploy_kwargs(backbone: str) -> dict[str, Any]:
-    """The deployment-size model's kwargs: the FPHA config's model kwargs on FPHA's sizes."""
-    import yaml
-
-    kwargs = dict(DEPLOY, **yaml.safe_load(base_config(backbone, "fpha").read_text())["model"].get("kwargs", {}))
+    """The deployment-size model's kwargs: the FPHA config's model kwargs on FPHA's sizes, with the
+    input its preprocessing gives (frames, or temporal chunks, by feature channels)."""
+    cfg = load_config(base_config(backbone, "fpha"))
+    p = cfg.preprocess
+    layout = input_layout(list(p.features), DEPLOY["num_nodes"], DEPLOY["coords"], DEPLOY["persons"], list(p.motion_steps))
+    kwargs = dict(num_nodes=DEPLOY["num_nodes"], num_classes=DEPLOY["num_classes"], in_frames=p.chunks or p.frames,
+                  in_channels=layout.channels, **cfg.model.kwargs)
     if "edges" in model_dataset_fields(backbone):
         kwargs["edges"] = [list(e) for e in HAND_EDGES]
     return kwargs
