@@ -7,6 +7,7 @@ shows). Runs live in work_dirs/ablation/<dataset>/<variant>/ and are not retrain
 so an interrupted ablation continues where it stopped.
 
     python benchmarks/backbone_ablation.py --data-root ../shared/data [--workers 2] [--only fpha]
+    python benchmarks/backbone_ablation.py --only sbu --variant 'train.epochs=160'   # add one variant
 """
 
 from __future__ import annotations
@@ -63,7 +64,12 @@ def variants(name: str) -> dict[str, dict]:
     for key, alt in (("heads", kw.get("heads", 8) // 2), ("hidden", kw.get("hidden", 384) // 2),
                      ("dropout", 0.5 if kw.get("dropout", 0.3) != 0.5 else 0.3)):
         out[f"model.{key}={alt:g}"] = {f"model.kwargs.{key}": alt}
-    out[f"train.epochs={cfg.train.epochs // 2}"] = {"train.epochs": cfg.train.epochs // 2}
+    t = cfg.train  # the schedule: half and twice the epochs, half the batch (twice the steps), a third the lr
+    for epochs in (t.epochs // 2, 2 * t.epochs):
+        out[f"train.epochs={epochs}"] = {"train.epochs": epochs}
+    out[f"train.batch_size={t.batch_size // 2}"] = {"train.batch_size": t.batch_size // 2}
+    out[f"train.lr={t.lr / 3:g}"] = {"train.lr": t.lr / 3}
+    out[f"train.label_smoothing={0 if t.label_smoothing else 0.1:g}"] = {"train.label_smoothing": 0.0 if t.label_smoothing else 0.1}
     out["train.mixup=0" if cfg.train.mixup else "train.mixup=0.2"] = {"train.mixup": 0.0 if cfg.train.mixup else 0.2}
     return out
 
@@ -175,6 +181,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--only", choices=sorted(CONFIGS))
     ap.add_argument("--report-only", action="store_true", help="re-render the tables from the results file, run nothing")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME",
+                    help="run only this variant (repeatable); the file's other entries are kept as they are")
     args = ap.parse_args()
     path = RESULTS / "backbone_ablation.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
@@ -183,20 +191,36 @@ def main() -> None:
         (ROOT / "docs/results/backbone_ablation.md").write_text(table(results))
         update_results_doc()
         return
-    results.pop("meta", None)
+    meta = results.pop("meta", {}) if args.variant else {}
     t0 = time.perf_counter()
     for name in CONFIGS:
         if args.only and name != args.only:
             continue
-        results[name] = {}
-        for variant, overrides in variants(name).items():
+        chosen = variants(name)
+        unknown = [v for v in args.variant if v not in chosen and all(v not in variants(n) for n in CONFIGS)]
+        if unknown:
+            ap.error(f"--variant {unknown[0]!r}: not a variant; {name}'s are: {', '.join(chosen)}")
+        if args.variant:
+            chosen = {v: o for v, o in chosen.items() if v in args.variant}
+        else:
+            results[name] = {}
+        results.setdefault(name, {})
+        for variant, overrides in chosen.items():
             results[name][variant] = r = run_variant(name, variant, overrides, args)
             print(f"{name} {variant}: {100 * r['class_avg_acc']:.2f} +- {100 * r['std']:.2f} ({r['n_runs']} runs)", flush=True)
+        order = list(variants(name))  # the table's order, whichever sitting ran a variant
+        results[name] = dict(sorted(results[name].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
     md = table(results)
     (ROOT / "docs/results").mkdir(parents=True, exist_ok=True)
     (ROOT / "docs/results/backbone_ablation.md").write_text(md)
-    results["meta"] = {"machine": machine(), "fingerprint": machine_fingerprint(), "wall_s": round(time.perf_counter() - t0, 1),
-                       "protocol": PROTOCOL, "command": "python benchmarks/backbone_ablation.py"}
+    sitting = {"machine": machine(), "fingerprint": machine_fingerprint(), "wall_s": round(time.perf_counter() - t0, 1),
+               "protocol": PROTOCOL, "command": "python benchmarks/backbone_ablation.py"}
+    if args.variant:  # a later sitting that added variants: the first sitting's record stays, this one is listed
+        sitting["command"] += "".join(f" --variant '{v}'" for v in args.variant) + (f" --only {args.only}" if args.only else "")
+        meta.setdefault("later_sittings", []).append(sitting)
+        results["meta"] = meta or sitting
+    else:
+        results["meta"] = sitting
     path.write_text(json.dumps(results, indent=2))
     update_results_doc()
     print(md)
