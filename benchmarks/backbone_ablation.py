@@ -64,6 +64,9 @@ def variants(name: str) -> dict[str, dict]:
     for key, alt in (("heads", kw.get("heads", 8) // 2), ("hidden", kw.get("hidden", 384) // 2),
                      ("dropout", 0.5 if kw.get("dropout", 0.3) != 0.5 else 0.3)):
         out[f"model.{key}={alt:g}"] = {f"model.kwargs.{key}": alt}
+    if kw.get("blocks", 1) == 1:  # depth: the paper family stacks three attention + graph-convolution blocks
+        for blocks in (2, 3):
+            out[f"model.blocks={blocks}"] = {"model.kwargs.blocks": blocks}
     t = cfg.train  # the schedule: half and twice the epochs, half the batch (twice the steps), a third the lr
     for epochs in (t.epochs // 2, 2 * t.epochs):
         out[f"train.epochs={epochs}"] = {"train.epochs": epochs}

@@ -208,6 +208,40 @@ def test_load_sparse_keeps_the_hand_tuned_agcn_runtime(tmp_path):
     assert isinstance(generic, SparseGeneric) and _gap(model, generic, 3, 0) < 1e-5
 
 
+@settings(max_examples=5, deadline=None)
+@given(blocks=st.integers(2, 3), nodes=st.integers(1, 12), frames=st.integers(1, 6), heads=st.integers(1, 3),
+       batch=st.sampled_from([1, 2, 17]), rate=st.sampled_from([0.5, 0.9, 0.98]), seed=st.integers(0, 9))
+def test_deeper_agcn_deploys_on_the_generic_runtime(tmp_path_factory, blocks, nodes, frames, heads, batch, rate, seed):
+    """blocks > 1: the hand-tuned kernels cover one block, so load_sparse falls back to the generic
+    runtime, which matches the masked dense model."""
+    kwargs = dict(num_nodes=nodes, in_frames=frames, in_channels=3, num_classes=4, heads=heads, attn_dim=4,
+                  gc_dim=3, hidden=10, blocks=blocks)
+    model, path = _exported(tmp_path_factory.mktemp("ag"), "agcn", kwargs, rate, seed)
+    module = load_sparse(path)
+    assert isinstance(module, SparseGeneric) and "deeper.0.query" in module.sparse_layers
+    assert _gap(model, module, batch, seed) < 1e-5
+
+
+def test_agcn_blocks_add_residual_attention_blocks():
+    """One block is the network as it was (same parameters, in the same order, so a seed gives the
+    same initial weights); each further block adds one block of heads * gc_dim inputs per node."""
+    kw = dict(num_nodes=5, in_frames=4, in_channels=3, num_classes=4, heads=2, attn_dim=4, gc_dim=3, hidden=10)
+    torch.manual_seed(0)
+    one = create_model("agcn", **kw)
+    torch.manual_seed(0)
+    two = create_model("agcn", **kw, blocks=2)
+    names = [n for n, _ in one.named_parameters()]
+    assert names == ["data_bn.weight", "data_bn.bias", "query.weight", "query.bias", "key.weight", "key.bias",
+                     "gc.weight", "gc.bias", "gc_bn.weight", "gc_bn.bias", "fc.weight", "fc.bias",
+                     "classifier.weight", "classifier.bias"]
+    extra = {n: p.shape for n, p in two.named_parameters() if n not in names}
+    assert extra["deeper.0.query.weight"] == (2 * 4, 2 * 3) and extra["deeper.0.gc_bn.weight"] == (5 * 2 * 3,)
+    assert torch.equal(one.query.weight, two.query.weight)
+    assert two(torch.randn(3, 4, 5, 3)).shape == (3, 4)
+    with pytest.raises(ValueError, match="blocks must be >= 1"):
+        create_model("agcn", **kw, blocks=0)
+
+
 def test_generic_leaves_the_global_rng_alone(tmp_path):
     _, path = _exported(tmp_path, "ddnet", dict(num_nodes=5, in_frames=4, in_channels=3, num_classes=3), 0.9)
     state = torch.get_rng_state()

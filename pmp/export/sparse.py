@@ -337,6 +337,11 @@ class SparseAttentionGCN(nn.Module):
         self.eval()
 
     @staticmethod
+    def supports(spec: dict) -> bool:
+        """The kernels cover the one-block network (the default); deeper ones run on the generic runtime."""
+        return int(spec["kwargs"].get("blocks", 1)) == 1
+
+    @staticmethod
     def _tiles(batch: int) -> tuple[int, bool]:
         """(samples per tile, batch-lane layout?): node lanes up to GROUP samples a tile below
         BATCH_LANES; batch lanes of LANE_TILE, or half of it while that leaves a thread idle."""
@@ -384,8 +389,8 @@ class SparseAttentionGCN(nn.Module):
         return qkv, out
 
 
-#: Hand-tuned sparse runtimes by model name (the `model` field of the config); every other
-#: registered model runs on the generic one (pmp/export/generic.py).
+#: Hand-tuned sparse runtimes by model name (the `model` field of the config), each with a
+#: `supports(spec)`; every other model or variant runs on the generic one (pmp/export/generic.py).
 RUNTIMES: dict[str, Callable[[CompactModel], nn.Module]] = {"agcn": SparseAttentionGCN}
 
 
@@ -394,6 +399,8 @@ def load_sparse(path: str | Path, generic: bool = False) -> nn.Module:
     model's hand-tuned runtime if it has one (unless `generic`), else the generic one."""
     compact = read_compact(path)
     runtime = None if generic else RUNTIMES.get(compact.spec["model"])
+    if runtime is not None and not runtime.supports(compact.spec):
+        runtime = None  # a variant the hand-tuned kernels do not cover
     return (runtime or SparseGeneric)(compact)
 
 

@@ -19,7 +19,41 @@ from torch import nn
 from .registry import register_model
 
 
-class AttentionGCN(nn.Module):
+class AttentionBlock(nn.Module):
+    """Multi-head attention over the nodes, then a graph convolution with each head's adjacency:
+    (B, V, d_in) node signals -> (B, V, heads * gc_dim)."""
+
+    def __init__(self, num_nodes: int, d_in: int, heads: int, attn_dim: int, gc_dim: int):
+        super().__init__()
+        self._build(num_nodes, d_in, heads, attn_dim, gc_dim)
+
+    def _build(self, num_nodes: int, d_in: int, heads: int, attn_dim: int, gc_dim: int) -> None:
+        self.heads, self.attn_dim, self.gc_dim = heads, attn_dim, gc_dim
+        self.query = nn.Linear(d_in, heads * attn_dim)
+        self.key = nn.Linear(d_in, heads * attn_dim)
+        self.gc = nn.Linear(d_in, heads * gc_dim)
+        self.gc_bn = nn.BatchNorm1d(num_nodes * heads * gc_dim)
+
+    def adjacency(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-head learned adjacency, (B, H, V, V), rows summing to one."""
+        b, v, _ = x.shape
+        q = self.query(x).view(b, v, self.heads, self.attn_dim).transpose(1, 2)
+        k = self.key(x).view(b, v, self.heads, self.attn_dim).transpose(1, 2)
+        return torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.attn_dim), dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, v, _ = x.shape
+        a = self.adjacency(x)
+        h = self.gc(x).view(b, v, self.heads, self.gc_dim).transpose(1, 2)  # (B, H, V, D)
+        h = (a @ h).transpose(1, 2).reshape(b, -1)  # each head mixes nodes with its adjacency
+        return torch.relu(self.gc_bn(h)).view(b, v, -1)
+
+
+class AttentionGCN(AttentionBlock):
+    """The first block's layers sit at the top level (query, key, gc, gc_bn: the names checkpoints,
+    exports and the hand-tuned runtime use); `blocks` > 1 stacks more blocks, each with a residual
+    connection, as the paper family stacks three."""
+
     def __init__(
         self,
         num_nodes: int,
@@ -31,36 +65,30 @@ class AttentionGCN(nn.Module):
         gc_dim: int = 16,
         hidden: int = 384,
         dropout: float = 0.3,
+        blocks: int = 1,
     ):
-        super().__init__()
-        self.num_nodes, self.heads, self.attn_dim, self.gc_dim = num_nodes, heads, attn_dim, gc_dim
+        if blocks < 1:
+            raise ValueError(f"agcn: blocks must be >= 1, got {blocks}")
+        nn.Module.__init__(self)  # layers in the order of the one-block network (the same init for a seed)
         d_in = in_frames * in_channels
+        self.num_nodes = num_nodes
         self.data_bn = nn.BatchNorm1d(num_nodes * d_in)
-        self.query = nn.Linear(d_in, heads * attn_dim)
-        self.key = nn.Linear(d_in, heads * attn_dim)
-        self.gc = nn.Linear(d_in, heads * gc_dim)
-        self.gc_bn = nn.BatchNorm1d(num_nodes * heads * gc_dim)
-        self.fc = nn.Linear(num_nodes * heads * gc_dim, hidden)
+        self._build(num_nodes, d_in, heads, attn_dim, gc_dim)
+        width = heads * gc_dim
+        self.deeper = nn.ModuleList(AttentionBlock(num_nodes, width, heads, attn_dim, gc_dim) for _ in range(blocks - 1))
+        self.fc = nn.Linear(num_nodes * width, hidden)
         self.drop = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden, num_classes)
-
-    def adjacency(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-head learned adjacency, (B, H, V, V), rows summing to one."""
-        b, v, _ = x.shape
-        q = self.query(x).view(b, v, self.heads, self.attn_dim).transpose(1, 2)
-        k = self.key(x).view(b, v, self.heads, self.attn_dim).transpose(1, 2)
-        return torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.attn_dim), dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, T, V, C) skeleton sequences -> (B, num_classes) logits."""
         b, t, v, c = x.shape
         x = x.permute(0, 2, 1, 3).reshape(b, v, t * c)  # node signal = joint trajectory
         x = self.data_bn(x.reshape(b, -1)).view(b, v, t * c)
-        a = self.adjacency(x)
-        h = self.gc(x).view(b, v, self.heads, self.gc_dim).transpose(1, 2)  # (B, H, V, D)
-        h = (a @ h).transpose(1, 2).reshape(b, -1)  # each head mixes nodes with its adjacency
-        h = self.drop(torch.relu(self.gc_bn(h)))
-        h = self.drop(torch.relu(self.fc(h)))
+        h = self.drop(super().forward(x))
+        for block in self.deeper:
+            h = self.drop(h + block(h))
+        h = self.drop(torch.relu(self.fc(h.reshape(b, -1))))
         return self.classifier(h)
 
 
