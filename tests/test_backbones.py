@@ -24,7 +24,7 @@ from pmp.models import create_model, model_dataset_fields
 from pmp.models.stgcn import adjacency
 from pmp.pruning.base import METHODS, create_pruner
 from pmp.training import apply_overrides, run_experiment
-from pmp.training.config import ExperimentConfig
+from pmp.training.config import ExperimentConfig, load_config
 
 BACKBONES = ("ddnet", "stgcn")
 OPTIONS = {"lth": {"rounds": 1}, "mrmp": {"rates": [0.8, 0.9]}}  # the shortest schedules
@@ -296,3 +296,22 @@ def test_cli_train_export_predict_stgcn(tmp_path, capsys):
     capsys.readouterr()
     assert main(["predict", str(tmp_path / "m.pmp")]) == 0
     assert f"{100 * metrics['class_avg_acc']:.2f}%" in capsys.readouterr().out
+
+
+def test_backbone_ablation_variants_are_real_changes_of_the_defaults():
+    """Every variant of benchmarks/backbone_ablation.py is a valid override of its dataset's config
+    and changes it (a mistyped key would raise, a no-op would measure the default twice); the
+    schedule and depth variants are there."""
+    from test_paired import load_benchmark  # tests/ is on sys.path under pytest
+
+    abl = load_benchmark("backbone_ablation")
+    for name, path in abl.CONFIGS.items():
+        base = load_config(path)
+        found = abl.variants(name)
+        assert found["default"] == {}
+        for variant, overrides in found.items():
+            if variant != "default":
+                assert apply_overrides(base, overrides).to_dict() != base.to_dict(), (name, variant)
+        twice = f"train.epochs={2 * base.train.epochs}"
+        assert found[twice] == {"train.epochs": 2 * base.train.epochs}
+        assert found["model.blocks=3"] == {"model.kwargs.blocks": 3}
