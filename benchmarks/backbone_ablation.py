@@ -194,25 +194,22 @@ def main() -> None:
         (ROOT / "docs/results/backbone_ablation.md").write_text(table(results))
         update_results_doc()
         return
+    names = [n for n in CONFIGS if not args.only or n == args.only]
+    every = {n: variants(n) for n in names}
+    unknown = [v for v in args.variant if all(v not in every[n] for n in names)]
+    if unknown:
+        ap.error(f"--variant {unknown[0]!r}: not a variant of {', '.join(names)}; they are: "
+                 + ", ".join(sorted({v for n in names for v in every[n]})))
     meta = results.pop("meta", {}) if args.variant else {}
     t0 = time.perf_counter()
-    for name in CONFIGS:
-        if args.only and name != args.only:
-            continue
-        chosen = variants(name)
-        unknown = [v for v in args.variant if v not in chosen and all(v not in variants(n) for n in CONFIGS)]
-        if unknown:
-            ap.error(f"--variant {unknown[0]!r}: not a variant; {name}'s are: {', '.join(chosen)}")
-        if args.variant:
-            chosen = {v: o for v, o in chosen.items() if v in args.variant}
-        else:
-            results[name] = {}
-        results.setdefault(name, {})
+    for name in names:
+        chosen = {v: o for v, o in every[name].items() if not args.variant or v in args.variant}
+        done = results.get(name, {}) if args.variant else {}
         for variant, overrides in chosen.items():
-            results[name][variant] = r = run_variant(name, variant, overrides, args)
+            done[variant] = r = run_variant(name, variant, overrides, args)
             print(f"{name} {variant}: {100 * r['class_avg_acc']:.2f} +- {100 * r['std']:.2f} ({r['n_runs']} runs)", flush=True)
-        order = list(variants(name))  # the table's order, whichever sitting ran a variant
-        results[name] = dict(sorted(results[name].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+        order = list(every[name])  # the table's order, whichever sitting ran a variant
+        results[name] = dict(sorted(done.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
     md = table(results)
     (ROOT / "docs/results").mkdir(parents=True, exist_ok=True)
     (ROOT / "docs/results/backbone_ablation.md").write_text(md)
@@ -221,7 +218,7 @@ def main() -> None:
     if args.variant:  # a later sitting that added variants: the first sitting's record stays, this one is listed
         sitting["command"] += "".join(f" --variant '{v}'" for v in args.variant) + (f" --only {args.only}" if args.only else "")
         meta.setdefault("later_sittings", []).append(sitting)
-        results["meta"] = meta or sitting
+        results["meta"] = meta
     else:
         results["meta"] = sitting
     path.write_text(json.dumps(results, indent=2))
