@@ -16,8 +16,10 @@ not on what the weights learned). Writes benchmarks/results/backbones.json:
 
 Accuracies are class-averaged, as fractions, means over the finished runs of a cell; a cell with
 runs missing is marked by `partial` (and `runs_finished` < `runs_expected`). Finished runs are
-skipped, so an interrupted invocation continues where it stopped; entries of backbones or datasets
-not run this time are kept from the existing file.
+skipped, so an interrupted invocation continues where it stopped, on a fresh checkout too: every
+finished run is archived in `archive/<backbone>_<dataset>.jsonl` beside the output file and restored
+from it before the sweep runs; entries of backbones or datasets not run this time are kept from the
+existing file.
 
     python benchmarks/backbones.py --data-root ../shared/data [--backbones ddnet,stgcn] [--datasets fpha]
     python benchmarks/backbones.py --methods dense --no-speed     # every backbone's dense cells first
@@ -44,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from pmp.data.features import input_layout  # noqa: E402
 from pmp.data.fpha import EDGES as HAND_EDGES  # noqa: E402
-from pmp.experiments import run_sweep  # noqa: E402
+from pmp.experiments import archive, run_sweep  # noqa: E402
 from pmp.experiments.grid import expand_grid, parse_sweep  # noqa: E402
 from pmp.experiments.sweep import read_metrics  # noqa: E402
 from pmp.export import load_sparse, save_compact  # noqa: E402
@@ -208,9 +210,15 @@ def main() -> None:
             seeds = [int(s) for s in args.seeds.split(",")] if args.seeds and dataset == "fpha" else PROTOCOL[dataset]["seeds"]
             splits = args.folds.split(",") if args.folds and dataset == "sbu" else PROTOCOL[dataset]["splits"]
             spec = sweep_spec(backbone, dataset, Path(args.work_dir), seeds, splits, args.epochs)
+            kept = out_path.parent / "archive" / f"{spec.name}.jsonl"
+            archive.restore(kept, spec.out)
             if not args.no_train:
-                run_sweep(spec, workers=args.workers, data_root=args.data_root,
-                          only={"method": args.methods.split(",")} if args.methods else None)
+                try:
+                    run_sweep(spec, workers=args.workers, data_root=args.data_root,
+                              only={"method": args.methods.split(",")} if args.methods else None)
+                finally:  # an interrupted sweep keeps what finished
+                    kept.parent.mkdir(parents=True, exist_ok=True)
+                    archive.pack(spec.out, kept)
             entry[dataset] = collect(spec, dataset)
         if not args.no_speed:
             torch.set_num_threads(args.threads)

@@ -209,3 +209,30 @@ def test_latent_extent_reads_the_widest_bin_of_the_histogram_after_training():
                             "after": {"layer": "fc.weight", "centers": [-0.2, 0.0, 0.1]}}}
     assert ab.latent_extent(hist) == ("fc.weight", 0.2)
     assert ab.latent_extent({}) == (None, None)  # an archived row, or a method without histograms
+
+
+def test_tuning_section_pairs_each_variant_with_its_own_methods_default(tmp_path):
+    """docs/method.md's tuning block on fabricated runs: mp@pa0.3 minus mp is +5, +5 at 0.9 and
+    +4, +6 at 0.99; pooled mean +5, std 0.8165, t(3) = 3.182: [+3.70, +6.30], 4 wins, so `better`;
+    a variant never run says so, and each method's best setting per rate is named."""
+    from pmp.experiments import report
+    from test_experiments_report import _write
+    from test_paired import load_benchmark
+
+    ab = load_benchmark("ablation")
+    accs = {("mp", 0.9): (0.80, 0.90), ("mp@pa0.3", 0.9): (0.85, 0.95),
+            ("mp", 0.99): (0.60, 0.70), ("mp@pa0.3", 0.99): (0.64, 0.76)}
+    for (label, rate), values in accs.items():
+        for seed, acc in enumerate(values):
+            _write(tmp_path, f"{label.replace('@', '-')}_r{rate}_s{seed}",
+                   {"pruning.method": label, "pruning.rate": rate, "train.seed": seed},
+                   method="mp", rate=rate, seed=seed, class_avg_acc=acc)
+    spec = load_sweep("configs/sweeps/tuning.yaml")
+    section = ab.tuning_section(report(tmp_path, tmp_path / "report"), spec, {"sittings": [{"sweep_wall_s": 60.0}]})
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in section.splitlines() if line.startswith("| ")}
+    assert "| 85.00 (n=2) | 65.00 (n=2) |" in lines["**mp**"]
+    assert "90.00 (n=2); +5.00 | 70.00 (n=2); +5.00 | +5.00 [+3.70, +6.30], 4/0/0 (n=4) | better" in lines["mp@pa0.3"]
+    assert "not run" in lines["mp@pa0.7"] and "prune_at 0.7" in lines["mp@pa0.7"]
+    best = [line for line in section.splitlines() if line.startswith("| mp | ")]
+    assert best == ["| mp | 90.00 (pa0.3) | 70.00 (pa0.3) |"]
+    assert section.startswith(ab.TUNING_START) and section.endswith(ab.TUNING_END)
