@@ -98,26 +98,30 @@ def write_csv(path: Path, rows: list[dict], options: list[str]) -> None:
 
 
 def grid_agreement(reports: dict) -> dict:
-    """The ablation's default PMP runs are the paper grid's PMP runs of the same seed, fold and rate
-    (same config, other folders): a check of determinism across sittings. Per sweep and per CPU the
-    grid's run was made on (an archived row records none): pairs, how many identical to the bit, the
-    largest and the mean absolute difference in points."""
+    """A sweep's default runs of each method (`pmp`, and the tuning sweep's `mp`, `lth`, ...) are the
+    paper grid's runs of the same method, seed, fold and rate (same config, other folders): a check of
+    determinism across sittings. Per sweep, per method and per CPU the grid's run was made on (an
+    archived row records none): pairs, how many identical to the bit, the largest and the mean absolute
+    difference in points. The PMP groups keep their names of before (`grid run on <cpu>`)."""
     from pmp.experiments.report import collect
+
+    def key(r) -> tuple:
+        return r.label, r.row["dataset"], r.row["rate"], r.row["seed"], r.row["fold"]
 
     out: dict = {}
     for name, rep in reports.items():
-        ours = {(r.row["dataset"], r.row["rate"], r.row["seed"], r.row["fold"]): r for r in rep.records if r.label == "pmp"}
-        grids = [load_sweep(DATASETS[d]) for d in {k[0] for k in ours} if d in DATASETS]
-        grid = {(r.row["dataset"], r.row["rate"], r.row["seed"], r.row["fold"]): r
-                for g in grids for r in collect(g.out, [ARCHIVES / f"{g.name}.jsonl"])[0] if r.label == "pmp"}
+        ours = {key(r): r for r in rep.records if "@" not in r.label}
+        grids = [load_sweep(DATASETS[d]) for d in {k[1] for k in ours} if d in DATASETS]
+        grid = {key(r): r for g in grids for r in collect(g.out, [ARCHIVES / f"{g.name}.jsonl"])[0]}
         groups: dict[str, list[float]] = {}
-        for key in sorted(set(ours) & set(grid)):
-            cpu = grid[key].metrics.get("machine", {}).get("cpu_model") or "not recorded (archived row)"
-            groups.setdefault(f"grid run on {cpu}", []).append(abs(ours[key].row["class_avg_acc"] - grid[key].row["class_avg_acc"]))
+        for k in sorted(set(ours) & set(grid), key=str):
+            cpu = grid[k].metrics.get("machine", {}).get("cpu_model") or "not recorded (archived row)"
+            label = f"grid run on {cpu}" if k[0] == "pmp" else f"{k[0]}: grid run on {cpu}"
+            groups.setdefault(label, []).append(abs(ours[k].row["class_avg_acc"] - grid[k].row["class_avg_acc"]))
         cpus = {r.metrics.get("machine", {}).get("cpu_model") for r in ours.values()}
         out[name] = {"ablation runs on": sorted(c for c in cpus if c), **{
             g: {"pairs": len(d), "identical": sum(x == 0 for x in d), "max_abs_diff_points": round(100 * max(d), 3),
-                "mean_abs_diff_points": round(100 * sum(d) / len(d), 3)} for g, d in groups.items()}}
+                "mean_abs_diff_points": round(100 * sum(d) / len(d), 3)} for g, d in sorted(groups.items())}}
     return out
 
 
