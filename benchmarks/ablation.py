@@ -97,6 +97,14 @@ def write_csv(path: Path, rows: list[dict], options: list[str]) -> None:
         writer.writerows(rows)
 
 
+def _cpu(metrics: dict) -> str | None:
+    """The CPU model and the kernels torch chose on it: one model name ("AMD EPYC") covers machines
+    with and without AVX-512, which give other numbers for the same run (docs/guarantees.md)."""
+    m = metrics.get("machine", {})
+    isa = m.get("torch_cpu_capability")
+    return f"{m['cpu_model']} (torch {isa})" if m.get("cpu_model") and isa else m.get("cpu_model")
+
+
 def grid_agreement(reports: dict) -> dict:
     """A sweep's default runs of each method (`pmp`, and the tuning sweep's `mp`, `lth`, ...) are the
     paper grid's runs of the same method, seed, fold and rate (same config, other folders): a check of
@@ -115,10 +123,10 @@ def grid_agreement(reports: dict) -> dict:
         grid = {key(r): r for g in grids for r in collect(g.out, [ARCHIVES / f"{g.name}.jsonl"])[0]}
         groups: dict[str, list[float]] = {}
         for k in sorted(set(ours) & set(grid), key=str):
-            cpu = grid[k].metrics.get("machine", {}).get("cpu_model") or "not recorded (archived row)"
+            cpu = _cpu(grid[k].metrics) or "not recorded (archived row)"
             label = f"grid run on {cpu}" if k[0] == "pmp" else f"{k[0]}: grid run on {cpu}"
             groups.setdefault(label, []).append(abs(ours[k].row["class_avg_acc"] - grid[k].row["class_avg_acc"]))
-        cpus = {r.metrics.get("machine", {}).get("cpu_model") for r in ours.values()}
+        cpus = {_cpu(r.metrics) for r in ours.values()}
         out[name] = {"ablation runs on": sorted(c for c in cpus if c), **{
             g: {"pairs": len(d), "identical": sum(x == 0 for x in d), "max_abs_diff_points": round(100 * max(d), 3),
                 "mean_abs_diff_points": round(100 * sum(d) / len(d), 3)} for g, d in sorted(groups.items())}}
