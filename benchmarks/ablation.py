@@ -236,7 +236,8 @@ def tuning_section(rep, spec, timing: dict) -> str:
             for r in rates:
                 keys = [k for k in runs if k[0] == r and k in base]
                 diff = sum(runs[k] - base[k] for k in keys) / len(keys) if keys else math.nan
-                row.append(f"{_cell_mean([v for k, v in runs.items() if k[0] == r])}; {_pct(diff)}")
+                here = [v for k, v in runs.items() if k[0] == r]
+                row.append(f"{_cell_mean(here)}; {_pct(diff)}" if here else "not run")
             keys = sorted(set(runs) & set(base), key=str)
             if keys:
                 st = paired_diff([runs[k] for k in keys], [base[k] for k in keys])
