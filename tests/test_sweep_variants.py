@@ -236,3 +236,14 @@ def test_tuning_section_pairs_each_variant_with_its_own_methods_default(tmp_path
     best = [line for line in section.splitlines() if line.startswith("| mp | ")]
     assert best == ["| mp | 90.00 (pa0.3) | 70.00 (pa0.3) |"]
     assert section.startswith(ab.TUNING_START) and section.endswith(ab.TUNING_END)
+
+
+def test_grid_agreement_tells_machines_of_one_model_name_apart_by_torch_kernels():
+    """One model name ("AMD EPYC") covers VMs with and without AVX-512, which give other numbers for
+    the same run: the label carries torch's capability; an archived row records no machine."""
+    from test_paired import load_benchmark
+
+    ab = load_benchmark("ablation")
+    assert ab._cpu({"machine": {"cpu_model": "AMD EPYC", "torch_cpu_capability": "AVX2"}}) == "AMD EPYC (torch AVX2)"
+    assert ab._cpu({"machine": {"cpu_model": "AMD EPYC", "torch_cpu_capability": "AVX512"}}) == "AMD EPYC (torch AVX512)"
+    assert ab._cpu({"machine": {"cpu_model": "Xeon"}}) == "Xeon" and ab._cpu({}) is None
