@@ -210,15 +210,10 @@ def main() -> None:
             seeds = [int(s) for s in args.seeds.split(",")] if args.seeds and dataset == "fpha" else PROTOCOL[dataset]["seeds"]
             splits = args.folds.split(",") if args.folds and dataset == "sbu" else PROTOCOL[dataset]["splits"]
             spec = sweep_spec(backbone, dataset, Path(args.work_dir), seeds, splits, args.epochs)
-            kept = out_path.parent / "archive" / f"{spec.name}.jsonl"
-            archive.restore(kept, spec.out)
-            if not args.no_train:
-                try:
+            with archive.kept(out_path.parent / "archive" / f"{spec.name}.jsonl", spec.out):
+                if not args.no_train:
                     run_sweep(spec, workers=args.workers, data_root=args.data_root,
                               only={"method": args.methods.split(",")} if args.methods else None)
-                finally:  # an interrupted sweep keeps what finished
-                    kept.parent.mkdir(parents=True, exist_ok=True)
-                    archive.pack(spec.out, kept)
             entry[dataset] = collect(spec, dataset)
         if not args.no_speed:
             torch.set_num_threads(args.threads)

@@ -70,17 +70,10 @@ def sweep_and_report(spec, report_dir: Path, run: bool, archive_dir: Path = ARCH
     path = archive_dir / f"{spec.name}.jsonl"
     if not run and not spec.out.is_dir() and not path.is_file():
         return None, None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    restored = archive.restore(path, spec.out)
-    if restored:
-        print(f"{spec.name}: {len(restored)} finished runs restored from {path}")
-    result = None
-    try:
-        if run:
-            result = run_sweep(spec, **sweep_kwargs)
-    finally:
-        if spec.out.is_dir():
-            archive.pack(spec.out, path)
+    with archive.kept(path, spec.out) as restored:
+        if restored:
+            print(f"{spec.name}: {len(restored)} finished runs restored from {path}")
+        result = run_sweep(spec, **sweep_kwargs) if run else None
     return report(spec.out, out_dir=report_dir, archives=[path]), result
 
 

@@ -186,3 +186,17 @@ def test_archived_rows_of_a_single_split_pair_with_live_runs_of_it(sweep, tmp_pa
     assert {r.row["fold"] for r in rep.records} == {""}
     (mp,) = [p for p in rep.paired if p.other == "mp"]
     assert (mp.stats.n, mp.unpaired_other) == (1, ["s5"])
+
+
+def test_kept_restores_first_and_packs_even_when_the_body_fails(sweep, tmp_path):
+    path = tmp_path / "a" / "runs.jsonl"
+    archive.pack(sweep, path)
+    fresh = tmp_path / "fresh"
+    with pytest.raises(RuntimeError), archive.kept(path, fresh) as restored:
+        assert sorted(restored) == ["mp_r0.9_s0", "pmp_r0.9_s0"]
+        _run(fresh, "gmp_r0.9_s0", "gmp", 0, 0.75)  # finished inside, then the sweep is interrupted
+        raise RuntimeError("interrupted")
+    assert sorted(archive.read(path)) == ["gmp_r0.9_s0", "mp_r0.9_s0", "pmp_r0.9_s0"]
+    with archive.kept(tmp_path / "b" / "none.jsonl", tmp_path / "absent") as restored:
+        assert restored == []
+    assert not (tmp_path / "b").exists()  # nothing ran: no empty archive written

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,6 +148,21 @@ def restore(path: str | Path, runs_dir: str | Path) -> list[str]:
                 atomic_write_json(runs_dir / run / FILES[key], entry.docs[key])
         restored.append(run)
     return restored
+
+
+@contextmanager
+def kept(path: str | Path, runs_dir: str | Path) -> Iterator[list[str]]:
+    """`with kept(archive, sweep.out) as restored: run_sweep(...)`: the archived runs are restored into
+    `runs_dir` first (their ids are yielded), and every finished run is packed back afterwards, also
+    when the body is interrupted, so a sweep spans sittings and fresh checkouts."""
+    path, runs_dir = Path(path), Path(runs_dir)
+    restored = restore(path, runs_dir)
+    try:
+        yield restored
+    finally:
+        if runs_dir.is_dir():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pack(runs_dir, path)
 
 
 def import_rows(csv_path: str | Path, path: str | Path, source: str) -> int:
