@@ -236,6 +236,10 @@ def test_tuning_section_pairs_each_variant_with_its_own_methods_default(tmp_path
     best = [line for line in section.splitlines() if line.startswith("| mp | ")]
     assert best == ["| mp | 90.00 (pa0.3) | 70.00 (pa0.3) |"]
     assert section.startswith(ab.TUNING_START) and section.endswith(ab.TUNING_END)
+    held = ab.tuning_section(report(tmp_path, tmp_path / "report"), load_sweep("configs/sweeps/tuning_heldout.yaml"), {})
+    assert held.startswith("<!-- tuning_heldout:start -->\n### Held-out check") and held.endswith("<!-- tuning_heldout:end -->")
+    assert "--name tuning_heldout --sweeps configs/sweeps/tuning_heldout.yaml" in held
+    assert "mp@pa0.7" not in held and "+5.00 [+3.70, +6.30], 4/0/0 (n=4) | better" in held
 
 
 def test_grid_agreement_tells_machines_of_one_model_name_apart_by_torch_kernels():
