@@ -133,8 +133,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         only = parse_only(args.only)
     except SweepSpecError as e:
         raise SystemExit(f"pmp sweep: error: {e}") from None
-    result = run_sweep(args.spec, out_dir=args.out, workers=args.workers, backend="ray" if args.ray else "local",
-                       ray_address=args.ray, data_root=args.data_root, fresh=args.fresh, only=only)
+    try:
+        result = run_sweep(args.spec, out_dir=args.out, workers=args.workers, backend="ray" if args.ray else "local",
+                           ray_address=args.ray, data_root=args.data_root, fresh=args.fresh, only=only)
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (pmp.experiments.sweep.terminate_as_interrupt)
+        print(f"pmp sweep: {e or 'interrupted'}; finished runs are kept, the same command resumes", file=sys.stderr)
+        return 130
     print(result.summary() if hasattr(result, "summary") else result)
     return 0 if not getattr(result, "failed", None) else 1
 

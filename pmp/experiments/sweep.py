@@ -13,6 +13,7 @@ with the sweep's process, however it dies, so none keeps training into the folde
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import ctypes
 import json
 import multiprocessing
@@ -26,7 +27,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol
 
 from tqdm.auto import tqdm
 
@@ -74,6 +75,27 @@ def _die_with_parent(parent: int) -> None:
         threading.Thread(target=watch, daemon=True).start()
     if os.getppid() != parent:  # the parent died before the signal was armed
         os._exit(1)
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (`kill`, a scheduler, a closing session) stops the sweep as Ctrl-C does, by raising
+    KeyboardInterrupt, so that `finally` blocks run: sweep.json gets its last state and callers
+    pack their archives, where SIGTERM's default action would end the process mid-way. A sweep
+    started in the background (`cmd &`) ignores SIGINT, so SIGTERM is how one stops it. Only in the
+    main thread, and only where SIGTERM has its default action (a host program's handler stays)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def estimated_cost(cfg: ExperimentConfig) -> int:
@@ -211,8 +233,13 @@ class _LocalBackend:
         return out
 
     def close(self, cancel: bool) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
+        pools = {id(p): p for p in (self.pool, *self.pool_of.values()) if p is not None}
+        for pool in pools.values():
+            if cancel:  # interrupted: end the runs in flight now (they resume from their checkpoints),
+                # else the interpreter's exit would wait for them to finish
+                for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                    proc.terminate()
+            pool.shutdown(wait=not cancel, cancel_futures=cancel)
 
 
 class SweepBackendError(ValueError):
@@ -352,7 +379,7 @@ def run_sweep(
     if only:
         runs = select_runs(runs, only)
     configs = build_configs(spec, runs, data_root)
-    with folder_lock(out, f"pmp sweep {spec.name}"):
+    with terminate_as_interrupt(), folder_lock(out, f"pmp sweep {spec.name}"):
         return _run_locked(spec, out, runs, configs, workers, backend, ray_address, runner, progress, fresh)
 
 
