@@ -87,67 +87,61 @@ def test_concurrent_writers_of_one_file_never_share_a_temporary(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kill -9 and /proc: Linux")
-def test_workers_die_with_a_killed_sweep(tmp_path):
+RUNS = ("mp_r0.9_s0", "pmp_r0.9_s0")
+
+
+def _start_sleeping_sweep(out: Path, prelude: str = "", wrap: bool = False) -> tuple[subprocess.Popen, list[int]]:
+    """A 2-worker sweep of two 120 s runs in a subprocess, once both workers are training: the
+    process and the workers' pids. `wrap`: a KeyboardInterrupt is recorded in out/caught, exit 130."""
+    call = f"run_sweep(spec, {str(out)!r}, workers=2, runner=fingerprinting_runner, progress=False)"
+    if wrap:
+        call = (f"try:\n    {call}\nexcept KeyboardInterrupt as e:\n"
+                f"    open({str(out / 'caught')!r}, 'w').write(str(e))\n    raise SystemExit(130)")
     script = (
-        "from pmp.experiments import parse_sweep, run_sweep\n"
+        prelude + "from pmp.experiments import parse_sweep, run_sweep\n"
         "from test_sweep_faults import fingerprinting_runner\n"
         "spec = parse_sweep({'name': 'k', 'grid': {'method': ['mp', 'pmp'], 'rate': [0.9], 'seed': [0]},"
-        " 'overrides': {'pruning.options.sleep': 120}})\n"
-        f"run_sweep(spec, {str(tmp_path)!r}, workers=2, runner=fingerprinting_runner, progress=False)\n"
+        " 'overrides': {'pruning.options.sleep': 120}})\n" + call + "\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     sweep = subprocess.Popen([sys.executable, "-c", script], env=env)
-    pid_files = [tmp_path / r / "pid" for r in ("mp_r0.9_s0", "pmp_r0.9_s0")]
+    pid_files = [out / r / "pid" for r in RUNS]
     deadline = time.monotonic() + 120
     while not all(p.is_file() and p.read_text() for p in pid_files):
         assert time.monotonic() < deadline and sweep.poll() is None, "the workers never started"
         time.sleep(0.2)
-    workers = [int(p.read_text()) for p in pid_files]
-    assert all(_alive(w) for w in workers)
-    sweep.send_signal(signal.SIGKILL)
-    sweep.wait()
+    return sweep, [int(p.read_text()) for p in pid_files]
+
+
+def _assert_die(workers: list[int]) -> None:
     deadline = time.monotonic() + 30
     while any(_alive(w) for w in workers):
         assert time.monotonic() < deadline, f"orphaned workers {workers} still running"
         time.sleep(0.2)
-    assert not any((tmp_path / r / "metrics.json").exists() for r in ("mp_r0.9_s0", "pmp_r0.9_s0"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kill -9 and /proc: Linux")
+def test_workers_die_with_a_killed_sweep(tmp_path):
+    sweep, workers = _start_sleeping_sweep(tmp_path)
+    assert all(_alive(w) for w in workers)
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait()
+    _assert_die(workers)
+    assert not any((tmp_path / r / "metrics.json").exists() for r in RUNS)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals and /proc: Linux")
 def test_sigterm_stops_a_background_sweep_like_ctrl_c(tmp_path):
     """Started with `&`, a sweep ignores SIGINT; SIGTERM must still run its `finally` blocks (the
     callers' archive packing, sweep.json's last state) and take its workers with it."""
-    script = (
-        "import signal\n"
-        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"  # as a shell's background job
-        "from pmp.experiments import parse_sweep, run_sweep\n"
-        "from test_sweep_faults import fingerprinting_runner\n"
-        "spec = parse_sweep({'name': 't', 'grid': {'method': ['mp', 'pmp'], 'rate': [0.9], 'seed': [0]},"
-        " 'overrides': {'pruning.options.sleep': 120}})\n"
-        "try:\n"
-        f"    run_sweep(spec, {str(tmp_path)!r}, workers=2, runner=fingerprinting_runner, progress=False)\n"
-        "except KeyboardInterrupt as e:\n"
-        f"    open({str(tmp_path / 'caught')!r}, 'w').write(str(e))\n"
-        "    raise SystemExit(130)\n"
-    )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    sweep = subprocess.Popen([sys.executable, "-c", script], env=env)
-    pid_files = [tmp_path / r / "pid" for r in ("mp_r0.9_s0", "pmp_r0.9_s0")]
-    deadline = time.monotonic() + 120
-    while not all(p.is_file() and p.read_text() for p in pid_files):
-        assert time.monotonic() < deadline and sweep.poll() is None, "the workers never started"
-        time.sleep(0.2)
-    workers = [int(p.read_text()) for p in pid_files]
+    background = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"  # as a shell's `cmd &`
+    sweep, workers = _start_sleeping_sweep(tmp_path, background, wrap=True)
     sweep.send_signal(signal.SIGTERM)
     assert sweep.wait(timeout=60) == 130
     assert (tmp_path / "caught").read_text() == "stopped by signal SIGTERM"
     summary = json.loads((tmp_path / "sweep.json").read_text())
     assert summary["counts"]["pending"] == 2 and "finished" in summary
-    deadline = time.monotonic() + 30
-    while any(_alive(w) for w in workers):
-        assert time.monotonic() < deadline, f"orphaned workers {workers} still running"
-        time.sleep(0.2)
+    _assert_die(workers)
 
 
 def test_sigterm_handler_is_scoped_to_the_sweep(tmp_path):
