@@ -145,9 +145,22 @@ def test_sigterm_stops_a_background_sweep_like_ctrl_c(tmp_path):
 
 
 def test_sigterm_handler_is_scoped_to_the_sweep(tmp_path):
-    """After run_sweep returns, SIGTERM's action is the one it found (here the default)."""
-    run_sweep(_spec(), tmp_path, workers=1, runner=fingerprinting_runner, progress=False)
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    """After run_sweep returns, SIGTERM's action is the one it found: the default is restored, and a
+    host program's own handler (Ray's, once Ray started in this process) is never replaced."""
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        run_sweep(_spec(), tmp_path / "a", workers=1, runner=fingerprinting_runner, progress=False)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+        def host(signum, frame):  # pragma: no cover - never called
+            pass
+
+        signal.signal(signal.SIGTERM, host)
+        run_sweep(_spec(), tmp_path / "b", workers=1, runner=fingerprinting_runner, progress=False)
+        assert signal.getsignal(signal.SIGTERM) is host
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_a_corrupt_run_json_is_reported_as_unreadable_not_relabelled(tmp_path):
