@@ -5,7 +5,7 @@ reported. On stgcn the two differ by 29-52 points (`soft_class_avg_acc` vs `clas
 runs' metrics). This script asks how much of that gap is BatchNorm statistics gathered on the soft
 network: for every finished run of the backbones sweeps' folders it re-estimates each BatchNorm's
 running mean and variance on the run's training split (train mode, no gradient, a cumulative
-average, no augmentation), with the final weights and masks untouched, and re-evaluates on the
+average, no augmentation, dropout off; pmp.pruning.recalibrate_batchnorm), with the final weights and masks untouched, and re-evaluates on the
 test split. MP and GMP runs, which train under their final hard mask, are the control.
 
     python benchmarks/bn_recalibration.py --data-root ../shared/data [--sweeps work_dirs/backbones/stgcn_fpha ...]
@@ -23,27 +23,12 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from pmp.data import load_dataset, preprocess
+from pmp.pruning import recalibrate_batchnorm
 from pmp.training.config import load_config
-from pmp.training.trainer import evaluate, load_run_metrics, load_trained_model
+from pmp.training.trainer import evaluate, load_run_metrics, load_trained_model, split_data
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch: int = 64) -> int:
-    """Replace every BatchNorm's running statistics by their average over `x`; returns how many."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average over the batches
-    model.train()
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            model(x[i:i + batch])
-    model.eval()
-    return len(norms)
 
 
 def main() -> None:
@@ -69,14 +54,12 @@ def main() -> None:
             cfg = load_config(run / "config.yaml")
             key = (cfg.data.name, cfg.data.split, json.dumps(cfg.data.options, sort_keys=True))
             if key not in data:
-                ds = load_dataset(cfg.data.name, args.data_root, **cfg.data.options)
-                split, x, y = ds.split(cfg.data.split), preprocess(ds, cfg.preprocess), torch.as_tensor(ds.labels)
-                tr, te = torch.as_tensor(split.train), torch.as_tensor(split.test)
-                data[key] = (x[tr], x[te], y[te], ds.num_classes)
+                d = split_data(cfg, args.data_root)
+                data[key] = (d.x_train, d.x_test, d.y_test, d.num_classes)
             x_train, x_test, y_test, classes = data[key]
             model = load_trained_model(run)[0]
             hard = evaluate(model, x_test, y_test, classes).class_avg_acc
-            recalibrate_batchnorm(model, x_train)
+            recalibrate_batchnorm(model, x_train.split(64))
             cell = cells[f"{metrics['method']}@{metrics['rate']:g}"]
             cell["hard"].append(hard)
             cell["recalibrated"].append(evaluate(model, x_test, y_test, classes).class_avg_acc)

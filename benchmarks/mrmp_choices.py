@@ -35,14 +35,13 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from pmp.data import load_dataset, preprocess
 from pmp.export.format import inference_state, save_compact
 from pmp.models import create_model
 from pmp.pruning.base import create_pruner
 from pmp.pruning.mrmp import nested_masks, recalibrate_batchnorm
 from pmp.training import apply_overrides, load_config, run_experiment
 from pmp.training.multirate import LATENT, apply_rate
-from pmp.training.trainer import evaluate, load_trained_model
+from pmp.training.trainer import evaluate, load_trained_model, split_data
 
 ROOT = Path(__file__).resolve().parents[1]
 RATES = [0.5, 0.7, 0.9, 0.95, 0.98, 0.99]
@@ -55,11 +54,8 @@ PMP_RATES = [0.9, 0.98]
 
 def _data(cfg):
     """(x_train, y_train, x_test, y_test, classes) exactly as the trainer builds them."""
-    ds = load_dataset(cfg.data.name, cfg.data.root, **cfg.data.options)
-    split = ds.split(cfg.data.split)
-    x, y = preprocess(ds, cfg.preprocess), torch.as_tensor(ds.labels)
-    tr, te = torch.as_tensor(split.train), torch.as_tensor(split.test)
-    return x[tr], y[tr], x[te], y[te], ds.num_classes
+    d = split_data(cfg)
+    return d.x_train, d.y_train, d.x_test, d.y_test, d.num_classes
 
 
 def _bundle_bytes(model, latent, targets: list[str], scope: str, per_rate_files: dict[float, int]) -> int:

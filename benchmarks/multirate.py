@@ -41,7 +41,6 @@ from typing import Any
 
 import torch
 
-from pmp.data import load_dataset, preprocess
 from pmp.experiments import parse_sweep, report, run_sweep
 from pmp.experiments.stats import paired_diff
 from pmp.experiments.sweep import read_metrics
@@ -50,7 +49,7 @@ from pmp.pruning.masks import topk_masks
 from pmp.pruning.targets import select_targets
 from pmp.training import load_config
 from pmp.training.config import parse_set_options
-from pmp.training.trainer import evaluate, load_trained_model
+from pmp.training.trainer import evaluate, load_trained_model, split_data
 
 ROOT = Path(__file__).resolve().parents[1]
 RATES = [0.5, 0.7, 0.9, 0.95, 0.98, 0.99]
@@ -94,9 +93,8 @@ def _finetunes(dataset: str, args: argparse.Namespace, dense: dict[str, Any]) ->
 
 
 def _test_split(cfg) -> tuple[torch.Tensor, torch.Tensor, int]:
-    ds = load_dataset(cfg.data.name, cfg.data.root, **cfg.data.options)
-    test = torch.as_tensor(ds.split(cfg.data.split).test)
-    return preprocess(ds, cfg.preprocess)[test], torch.as_tensor(ds.labels)[test], ds.num_classes
+    d = split_data(cfg)
+    return d.x_test, d.y_test, d.num_classes
 
 
 @torch.no_grad()

@@ -316,23 +316,3 @@ def test_backbone_ablation_variants_are_real_changes_of_the_defaults():
         assert found[twice] == {"train.epochs": 2 * base.train.epochs}
         assert found["model.blocks=3"] == {"model.kwargs.blocks": 3}
 
-
-def test_batchnorm_recalibration_sets_the_data_statistics_and_leaves_weights_alone():
-    """benchmarks/bn_recalibration.py: after it, a BatchNorm's running mean and (unbiased) variance
-    are the average over the batches of the inputs it saw (equal batches: the data's mean), not a
-    momentum average of the old ones; weights unchanged."""
-    from test_paired import load_benchmark
-
-    bn = load_benchmark("bn_recalibration")
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
-    model[1].running_mean.fill_(7.0)
-    weights = model[0].weight.clone()
-    x = torch.randn(96, 3) * 2 + 1
-    assert bn.recalibrate_batchnorm(model, x, batch=32) == 1
-    h = model[0](x).detach()
-    assert torch.allclose(model[1].running_mean, h.mean(0), atol=1e-5)
-    # an equal-weight average of the 3 batches' unbiased variances
-    per_batch = [h[i:i + 32].var(0, unbiased=True) for i in range(0, 96, 32)]
-    assert torch.allclose(model[1].running_var, sum(per_batch) / len(per_batch), atol=1e-5)
-    assert torch.equal(model[0].weight, weights) and not model.training

@@ -183,3 +183,22 @@ def test_train_init_starts_from_a_finished_runs_weights(tmp_path) -> None:
         run_experiment(other, tmp_path / "bad", progress=False)
     with pytest.raises(ConfigError, match="train.init: .*nowhere.*not found"):
         run_experiment(tiny_config(**{"train.init": str(tmp_path / "nowhere")}), tmp_path / "bad2", progress=False)
+
+
+def test_split_data_is_the_preprocessed_split_the_run_reads(tmp_path) -> None:
+    """split_data (the trainer's and every re-evaluation's data path): the train/test rows of the
+    preprocessed dataset at the split's indices, labels alike; an explicit data root wins."""
+    from pmp.data import DataFormatError, load_dataset, preprocess
+    from pmp.training.trainer import split_data
+
+    cfg = tiny_config()
+    ds = load_dataset(cfg.data.name, **cfg.data.options)
+    split, x = ds.split(cfg.data.split), preprocess(ds, cfg.preprocess)
+    d = split_data(cfg)
+    assert d.split.name == split.name and d.num_classes == ds.num_classes
+    assert torch.equal(d.x_train, x[torch.as_tensor(split.train)]) and torch.equal(d.x_test, x[torch.as_tensor(split.test)])
+    assert d.y_test.tolist() == [int(ds.labels[i]) for i in split.test]
+    assert len(d.x_train) == len(split.train) > 0 and len(d.x_test) == len(split.test) > 0
+    sbu = apply_overrides(cfg, {"data.name": "sbu", "data.root": str(tmp_path / "missing")})
+    with pytest.raises(DataFormatError, match="nowhere: data root folder not found"):
+        split_data(sbu, data_root=str(tmp_path / "nowhere"))

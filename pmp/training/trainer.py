@@ -22,7 +22,7 @@ import io
 import logging
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pmp.data import augment, load_dataset, preprocess
+from pmp.data import SkeletonDataset, Split, augment, load_dataset, preprocess
 from pmp.machine import check_allocation, machine_fingerprint
 from pmp.data.preprocess import layout_of
 from pmp.models import create_model, model_dataset_fields
@@ -98,6 +98,36 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: in
     return classification_metrics(y.numpy(), pred.numpy(), num_classes)
 
 
+@dataclass
+class SplitData:
+    """A config's split as training and evaluation see it: the preprocessed tensors of its train and
+    test sequences (one code path, so a diagnostic or re-evaluation reads the data the run read)."""
+
+    dataset: SkeletonDataset
+    split: Split
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    @property
+    def num_classes(self) -> int:
+        return self.dataset.num_classes
+
+
+def split_data(cfg: ExperimentConfig, data_root: str | None = None) -> SplitData:
+    """Load `cfg`'s dataset (from `data_root`, else cfg.data.root, else $PMP_DATA_ROOT), preprocess
+    every sequence once and cut out the config's split."""
+    ds = load_dataset(cfg.data.name, data_root or cfg.data.root, **cfg.data.options)
+    split = ds.split(cfg.data.split)
+    channels = layout_of(ds, cfg.preprocess).channels
+    check_allocation(f"preprocessing {ds.name} ({len(ds.sequences)} sequences x {cfg.preprocess.frames} frames)",
+                     3 * 8 * len(ds.sequences) * cfg.preprocess.frames * ds.num_nodes * channels)
+    x, y = preprocess(ds, cfg.preprocess), torch.as_tensor(ds.labels)
+    tr, te = torch.as_tensor(split.train), torch.as_tensor(split.test)
+    return SplitData(ds, split, x[tr], y[tr], x[te], y[te])
+
+
 def latent_histogram(pruner: Pruner, bins: int = 80) -> dict[str, Any]:
     """Histogram of the largest prunable tensor's latent weights (and the prior's density, if any)."""
     target = max(pruner.targets, key=lambda t: t.numel)
@@ -151,21 +181,15 @@ class _Run:
         torch.manual_seed(cfg.train.seed)
         np.random.seed(cfg.train.seed)
 
-        ds = load_dataset(cfg.data.name, cfg.data.root, **cfg.data.options)
-        self.dataset = ds
-        self.split = ds.split(cfg.data.split)
+        data = split_data(cfg)
+        ds = self.dataset = data.dataset
+        self.split = data.split
         self.input_layout = layout_of(ds, cfg.preprocess)  # how augmentation treats each channel
-        check_allocation(f"preprocessing {ds.name} ({len(ds.sequences)} sequences x {cfg.preprocess.frames} frames)",
-                         3 * 8 * len(ds.sequences) * cfg.preprocess.frames * ds.num_nodes * self.input_layout.channels)
-        x = preprocess(ds, cfg.preprocess)
-        y = torch.as_tensor(ds.labels)
-        tr, te = torch.as_tensor(self.split.train), torch.as_tensor(self.split.test)
-        self.x_train, self.y_train, self.x_test, self.y_test = x[tr], y[tr], x[te], y[te]
+        self.x_train, self.y_train, self.x_test, self.y_test = data.x_train, data.y_train, data.x_test, data.y_test
         self.num_classes = ds.num_classes
 
-        self.model_kwargs = dict(
-            num_nodes=x.shape[2], in_frames=x.shape[1], in_channels=x.shape[3], num_classes=ds.num_classes
-        )
+        _, t, v, c = data.x_train.shape
+        self.model_kwargs = dict(num_nodes=v, in_frames=t, in_channels=c, num_classes=ds.num_classes)
         for name in model_dataset_fields(cfg.model.name):  # e.g. the skeleton's edges for stgcn
             self.model_kwargs[name] = getattr(ds, name)
         self.model_kwargs.update(cfg.model.kwargs)
@@ -443,9 +467,6 @@ def evaluate_run(run_dir: Path | str, data_root: str | None = None, rate: float 
         raise IntegrityError(f"{run_dir / 'config.yaml'}: not the config of the run's results (modified or "
                              "corrupt; or the dataset file changed)")
     model = load_trained_model(run_dir)[0] if rate is None else model_at_rate(run_dir, rate, data_root)[0]
-    ds = load_dataset(cfg.data.name, data_root or cfg.data.root, **cfg.data.options)
-    split = ds.split(cfg.data.split)
-    x = preprocess(ds, cfg.preprocess)[torch.as_tensor(split.test)]
-    y = torch.as_tensor(ds.labels)[torch.as_tensor(split.test)]
-    m = evaluate(model.to(use_device("auto")), x, y, ds.num_classes)  # not bound to the training machine's GPU
-    return {"split": split.name, "class_names": ds.class_names, **asdict(m)}
+    data = split_data(cfg, data_root)
+    m = evaluate(model.to(use_device("auto")), data.x_test, data.y_test, data.num_classes)  # not bound to the training machine's GPU
+    return {"split": data.split.name, "class_names": data.dataset.class_names, **asdict(m)}
