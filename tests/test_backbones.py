@@ -18,9 +18,10 @@ from pmp.data.fpha import EDGES as HAND_EDGES
 from pmp.data.sbu import EDGES as PAIR_EDGES
 from pmp.export import load_sparse, save_compact
 from pmp.export.bench import magnitude_prune, with_random_batchnorm
-from pmp.export.generic import SparseConv, SparseGeneric
+from pmp.export.generic import CompiledJointDistances, SparseConv, SparseGeneric
 from pmp.export.sparse import SparseAttentionGCN
 from pmp.models import create_model, model_dataset_fields
+from pmp.models.layers import JointDistances
 from pmp.models.stgcn import adjacency
 from pmp.pruning.base import METHODS, create_pruner
 from pmp.training import apply_overrides, run_experiment
@@ -170,7 +171,33 @@ def test_generic_runtime_matches_ddnet(tmp_path_factory, nodes, frames, chans, f
     model, path = _exported(tmp_path_factory.mktemp("dd"), "ddnet", kwargs, rate, seed)
     module = load_sparse(path)
     assert isinstance(module, SparseGeneric) and module.sparse_layers
+    assert isinstance(module.model.distances, CompiledJointDistances)  # the distances run compiled too
     assert _gap(model, module, batch, seed) < 1e-5
+
+
+@settings(max_examples=25, deadline=None)
+@given(batch=st.integers(1, 5), frames=st.integers(1, 9), nodes=st.integers(1, 31), coords=st.integers(1, 3),
+       extra=st.integers(0, 3), seed=st.integers(0, 99))
+def test_compiled_joint_distances_match_the_layer(batch, frames, nodes, coords, extra, seed):
+    """The runtime's kernel gives the training layer's values (to float32 rounding) for any sizes,
+    on a strided view (the first `coords` channels of a wider input, as ddnet passes it); the
+    layer itself: symmetric pairs only, zero on coincident joints, one joint a single zero."""
+    x = torch.randn(batch, frames, nodes, coords + extra, generator=torch.Generator().manual_seed(seed))
+    x[:, :, -1] = x[:, :, 0]  # a coincident pair (nodes > 1)
+    layer = JointDistances(nodes)
+    p = x[..., :coords]
+    with torch.inference_mode():
+        ref = layer(p)
+        got = CompiledJointDistances(layer)(p)
+    assert ref.shape == got.shape == (batch, max(nodes * (nodes - 1) // 2, 1), frames)
+    torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-6)
+    if nodes > 1:
+        k = nodes - 2  # the pair (0, nodes - 1) is the (nodes - 1)-th of row 0
+        assert float(ref[:, k].abs().max()) == 0.0
+        i, j = int(layer.first[1 % len(layer.first)]), int(layer.second[1 % len(layer.first)])
+        torch.testing.assert_close(ref[:, 1 % len(layer.first)], (p[:, :, i] - p[:, :, j]).norm(dim=-1))
+    else:
+        assert float(ref.abs().max()) == 0.0
 
 
 @settings(max_examples=6, deadline=None)

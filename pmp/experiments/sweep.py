@@ -236,10 +236,19 @@ class _LocalBackend:
         pools = {id(p): p for p in (self.pool, *self.pool_of.values()) if p is not None}
         for pool in pools.values():
             if cancel:  # interrupted: end the runs in flight now (they resume from their checkpoints),
-                # else the interpreter's exit would wait for them to finish
-                for proc in list((getattr(pool, "_processes", None) or {}).values()):
-                    proc.terminate()
+                _terminate_workers(pool)  # else the interpreter's exit would wait for them to finish
             pool.shutdown(wait=not cancel, cancel_futures=cancel)
+
+
+def _terminate_workers(pool: cf.ProcessPoolExecutor) -> None:
+    """Python 3.14's public `terminate_workers`; before it, the pool's own process table (private,
+    so looked up with a default: were it renamed, the exit would wait for the runs again, which
+    tests/test_sweep_faults.py would catch). Before `shutdown`, which drops that table."""
+    if hasattr(pool, "terminate_workers"):
+        pool.terminate_workers()
+        return
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.terminate()
 
 
 class SweepBackendError(ValueError):

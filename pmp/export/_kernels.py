@@ -192,3 +192,20 @@ def _softmax8(s, n, groups, su, sg):  # pragma: no cover - compiled
         inv = div8(splat8(_ONE), tot)
         for u in range(n):
             store8(s, base + u * su, mul8(load8(s, base + u * su), inv))
+
+
+@numba.njit(**_JIT)
+def _joint_distances(p, first, second, out):  # pragma: no cover - compiled
+    """out[b, k, t] = |p[b, t, first[k]] - p[b, t, second[k]]| (Euclidean over the last dim) for
+    positions p (B, T, V, c) of any strides: a skeleton's pairwise distances straight into the
+    (B, pairs, T) layout a Conv1d reads, with no V x V matrix, gather or transpose in between."""
+    nb, nt, c = p.shape[0], p.shape[1], p.shape[3]
+    for b in range(nb):
+        for k in range(first.shape[0]):
+            i, j = first[k], second[k]
+            for t in range(nt):
+                s = np.float32(0.0)
+                for q in range(c):
+                    d = p[b, t, i, q] - p[b, t, j, q]
+                    s += d * d
+                out[b, k, t] = np.sqrt(s)

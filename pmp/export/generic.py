@@ -13,6 +13,7 @@ modules are swapped:
   in the input, so each kept weight is one broadcast and fused multiply-adds on vectors of 8
   positions, the output built in registers (no im2col buffer, no dense product of zeros);
 - every BatchNorm becomes the per-channel affine stored in the file (folded at export);
+- every parameter-free `JointDistances` layer (pmp/models/layers.py) runs on a compiled kernel;
 - inside an `nn.Sequential`, a sparse layer followed by that affine and a ReLU/LeakyReLU runs as
   one kernel (affine and activation in its epilogue), the fused modules left as identities.
 
@@ -30,8 +31,9 @@ import torch
 from torch import nn
 
 from pmp.models import create_model
+from pmp.models.layers import JointDistances
 
-from ._kernels import _JIT, BLOCK, _linear
+from ._kernels import _JIT, BLOCK, _joint_distances, _linear
 from ._simd import WIDTH, fma8, load8, max8, mul8, splat8, store8
 from .format import CompactModel, SparseTensor
 
@@ -254,6 +256,20 @@ class Affine(nn.Module):
         return torch.addcmul(self.shift.view(view), x, self.scale.view(view))
 
 
+class CompiledJointDistances(nn.Module):
+    """`JointDistances` on `_joint_distances`: the same values to float32 rounding, in one pass."""
+
+    def __init__(self, layer: JointDistances):
+        super().__init__()
+        self.first = layer.first.numpy().astype(np.int64)
+        self.second = layer.second.numpy().astype(np.int64)
+
+    def forward(self, p: torch.Tensor) -> torch.Tensor:
+        out = np.empty((p.shape[0], len(self.first), p.shape[1]), np.float32)
+        _joint_distances(p.numpy(), self.first, self.second, out)
+        return torch.from_numpy(out)
+
+
 def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, module)
@@ -291,7 +307,9 @@ class SparseGeneric(nn.Module):
         swapped: set[str] = set()
         for name, mod in list(model.named_modules()):
             prefix = f"{name}." if name else ""
-            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            if isinstance(mod, JointDistances):
+                _set_module(model, name, CompiledJointDistances(mod))
+            elif isinstance(mod, nn.modules.batchnorm._BatchNorm):
                 _set_module(model, name, Affine(compact.dense[prefix + "scale"], compact.dense[prefix + "shift"]))
             elif isinstance(mod, _SPARSE_TYPES) and prefix + "weight" in compact.sparse:
                 bias = compact.dense.get(prefix + "bias") if mod.bias is not None else None

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .layers import JointDistances
 from .registry import register_model
 
 _SLOPE = 0.2  # LeakyReLU slope, as in DD-Net
@@ -67,9 +68,8 @@ class DDNet(nn.Module):
             raise ValueError(f"ddnet: filters, hidden and coords must be >= 1, got {filters}, {hidden}, {coords}")
         self.coords = min(coords, in_channels)
         v, c = num_nodes, self.coords
-        self.pairs = max(v * (v - 1) // 2, 1)  # one joint: a single zero "distance"
-        iu = torch.triu_indices(v, v, offset=1) if v > 1 else torch.zeros(2, 1, dtype=torch.long)
-        self.register_buffer("pairs_flat", iu[0] * v + iu[1], persistent=False)  # in the flat V x V matrix
+        self.distances = JointDistances(v)
+        self.pairs = self.distances.pairs
         self.jcd_bn = nn.BatchNorm1d(self.pairs)
         self.jcd = _embed(self.pairs, filters)
         self.slow = _embed(v * c, filters)
@@ -89,15 +89,10 @@ class DDNet(nn.Module):
     def streams(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """JCD (B, pairs, T), slow motion (B, V*c, T), fast motion (B, V*c, ceil(T/2)), channels first."""
         p = x[..., : self.coords]  # (B, T, V, c)
-        b, t, v = p.shape[:3]
-        q = p.reshape(b * t, v, -1)
-        # direct differences, not the |a|^2 + |b|^2 - 2ab form: exact, and a finite gradient at
-        # distance zero (coincident joints, e.g. an absent second person's zeros)
-        dist = torch.cdist(q, q, compute_mode="donot_use_mm_for_euclid_dist")
-        jcd = dist.reshape(b, t, v * v).index_select(2, self.pairs_flat)  # (B, T, pairs)
+        b, t = p.shape[:2]
         slow = _shift(p, 1).reshape(b, t, -1)
         fast = _shift(p, 2)[:, ::2].reshape(b, -(-t // 2), -1)
-        return jcd.transpose(1, 2), slow.transpose(1, 2), fast.transpose(1, 2)
+        return self.distances(p), slow.transpose(1, 2), fast.transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, T, V, C) skeleton sequences -> (B, num_classes) logits."""
