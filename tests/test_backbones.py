@@ -286,12 +286,13 @@ def test_generic_rejects_wrong_input_shapes(tmp_path):
 @given(two_d=st.booleans(), c_in=st.integers(1, 6), c_out=st.integers(1, 6), groups=st.sampled_from([1, 2]),
        kh=st.integers(1, 5), kw=st.integers(1, 3), sh=st.integers(1, 3), sw=st.integers(1, 2), ph=st.integers(0, 2),
        pw=st.integers(0, 1), dh=st.integers(1, 2), h=st.integers(1, 40), w=st.integers(1, 9), bias=st.booleans(),
-       batch=st.sampled_from([1, 3, 40]), rate=st.sampled_from([0.0, 0.6, 0.95]), seed=st.integers(0, 99))
+       batch=st.sampled_from([1, 3, 40]), rate=st.sampled_from([0.0, 0.6, 0.95]), seed=st.integers(0, 99),
+       empty=st.integers(0, 3))
 def test_sparse_conv_matches_torch_conv(two_d, c_in, c_out, groups, kh, kw, sh, sw, ph, pw, dh, h, w, bias, batch,
-                                        rate, seed):
+                                        rate, seed, empty):
     """Every conv mode the runtime has: one contiguous row (stride 1, kernel width 1), strided rows,
     strided columns (scalar), padding, dilation, groups, Conv1d; the chunk that would read past the
-    input's end."""
+    input's end; output channels with no kept weight at all (`empty` of them: their constant path)."""
     from pmp.export.format import SparseTensor
 
     c_in, c_out = c_in * groups, c_out * groups
@@ -305,6 +306,9 @@ def test_sparse_conv_matches_torch_conv(two_d, c_in, c_out, groups, kh, kw, sh, 
     with torch.no_grad():
         wt = conv.weight
         wt[wt.abs() < wt.abs().flatten().quantile(rate)] = 0
+        wt[:empty] = 0
+        if bias:
+            conv.bias[:empty] = torch.linspace(-1, 1, len(conv.bias[:empty]))  # act(bias) there, either sign
         ref = conv(x)
     kept = SparseTensor.from_dense(conv.weight.detach().numpy())
     sparse = SparseConv(conv, kept, conv.bias.detach().numpy() if bias else None)

@@ -90,6 +90,11 @@ def _conv_rows(ptr, off, val, scale, shift, slope, x, stride, safe, t0, t1, nout
         dst0 = t * rows * width
         k0, k1 = ptr[o], ptr[o + 1]
         sc, sh = scale[o], shift[o]
+        if k0 == k1:  # no kept weight (common at high rates): every output is act(shift)
+            y = max(sh, sh * slope)
+            for i in range(dst0, dst0 + rows * width):
+                out[i] = y
+            continue
         vsc, vsh = splat8(sc), splat8(sh)
         for r in range(rows):
             base, dst = b * stride + r * row_in, dst0 + r * width
@@ -114,6 +119,13 @@ def _conv_rows(ptr, off, val, scale, shift, slope, x, stride, safe, t0, t1, nout
                 else:
                     for k in range(k0, k1):
                         a0 = fma8(splat8(val[k]), load8(x, base + off[k] + q), a0)
+                if n == BLOCK:  # a whole chunk: four stores, no lane bookkeeping
+                    d = dst + q
+                    store8(out, d, _act8(a0, vsc, vsh, vsl))
+                    store8(out, d + WIDTH, _act8(a1, vsc, vsh, vsl))
+                    store8(out, d + 2 * WIDTH, _act8(a2, vsc, vsh, vsl))
+                    store8(out, d + 3 * WIDTH, _act8(a3, vsc, vsh, vsl))
+                    continue
                 for m, a in ((0, a0), (1, a1), (2, a2), (3, a3)):
                     if n > m * WIDTH:
                         _store_lanes(out, dst + q + m * WIDTH, _act8(a, vsc, vsh, vsl), n - m * WIDTH, scratch)
