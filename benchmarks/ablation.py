@@ -310,9 +310,17 @@ def main() -> None:
     rows, reports = [], {}
     for spec in specs:  # every sweep's finished runs are tabled; only the selected ones run
         t0 = time.perf_counter()
-        rep, result = sweep_and_report(spec, args.reports / spec.name, not args.report_only and (not args.only or spec.name == args.only),
-                                       archive_dir=args.results / "archive",
-                                       workers=args.workers, data_root=args.data_root, only=parse_only(args.select))
+        try:
+            rep, result = sweep_and_report(spec, args.reports / spec.name,
+                                           not args.report_only and (not args.only or spec.name == args.only),
+                                           archive_dir=args.results / "archive",
+                                           workers=args.workers, data_root=args.data_root, only=parse_only(args.select))
+        except KeyboardInterrupt:  # its finished runs are archived; keep its wall time too, then stop
+            timing.setdefault(spec.name, {}).setdefault("sittings", []).append(
+                {"select": args.select or [], "sweep_wall_s": round(time.perf_counter() - t0, 1), "interrupted": True})
+            old = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+            meta_path.write_text(json.dumps({**old, "timing": timing}, indent=2) + "\n")
+            raise
         if result is not None:  # one entry per sitting: a sweep spans several
             sittings = timing.setdefault(spec.name, {}).setdefault("sittings", [])
             sittings.append({"select": args.select or [], "sweep_wall_s": round(time.perf_counter() - t0, 1),

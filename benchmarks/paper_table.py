@@ -13,9 +13,17 @@ Runs (or resumes) the sweeps `configs/sweeps/fpha.yaml` and `configs/sweeps/sbu.
 
     python benchmarks/paper_table.py --data-root ../shared/data [--workers 2] [--only fpha] [--seeds 0,1,2]
 
-Finished runs are skipped, so an interrupted invocation continues where it stopped. `--seeds` runs
-those seeds of the grid now (whole cells first when the grid spans sittings); the tables always
-report every finished run, and say how many runs each cell holds.
+Finished runs are skipped, so an interrupted invocation continues where it stopped (its sitting is
+recorded as interrupted, with its wall time). `--seeds` runs those seeds of the grid now (whole
+cells first when the grid spans sittings); the tables always report every finished run, and say how
+many runs each cell holds.
+
+    python benchmarks/paper_table.py --only fpha --supersede LABEL
+
+starts a dataset's grid afresh (after a change that makes its old runs incomparable, e.g. other
+machines or settings): its archive moves to archive/superseded/<dataset>_LABEL.jsonl and its recorded
+sittings to `meta.superseded` of pmp.json, so that the new grid's wall time counts its own sittings
+only. Nothing is deleted; the run folders in work_dirs are left alone (move them away first).
 """
 
 from __future__ import annotations
@@ -114,8 +122,15 @@ def main() -> None:
                     help="train nothing: tables, plots and result files from the runs finished so far")
     ap.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")],
                     help="run only these seeds of the grids now, e.g. 0,1,2 (default: all)")
+    ap.add_argument("--supersede", metavar="LABEL",
+                    help="with --only: set the dataset's archive and sittings aside as LABEL, train nothing")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.supersede:
+        if not args.only:
+            ap.error("--supersede needs --only DATASET")
+        supersede(args.only, args.supersede)
+        return
 
     pmp_json: dict = {}
     baselines_json: dict = {}
@@ -128,13 +143,21 @@ def main() -> None:
             continue
         spec = load_sweep(spec_path)
         t0 = time.perf_counter()
-        rep, result = sweep_and_report(spec, ROOT / "docs" / "results" / name, not args.report_only,
-                                       workers=args.workers, data_root=args.data_root,
-                                       only={"seed": args.seeds} if args.seeds else None)
+        timing[name] = {"sittings": sittings(old_timing.get(name, {}))}
+        try:
+            rep, result = sweep_and_report(spec, ROOT / "docs" / "results" / name, not args.report_only,
+                                           workers=args.workers, data_root=args.data_root,
+                                           only={"seed": args.seeds} if args.seeds else None)
+        except KeyboardInterrupt:  # the runs it finished are archived; its wall time is kept too
+            timing[name]["sittings"].append({"seeds": args.seeds, "sweep_wall_s": round(time.perf_counter() - t0, 1),
+                                             "interrupted": True})
+            kept = {k: v for k, v in old_timing.get(name, {}).items() if k not in ("sweep_wall_s", "failed")}  # legacy keys: in sittings now
+            write_timing({**old_timing, name: {**kept, **timing[name]}})
+            raise
         if rep is None:
+            del timing[name]
             continue
         reports[name] = rep
-        timing[name] = {"sittings": sittings(old_timing.get(name, {}))}
         if result is not None:
             timing[name]["sittings"].append({"seeds": args.seeds, "sweep_wall_s": round(time.perf_counter() - t0, 1),
                                              "done": result.count("done"), "failed": [o.run_id for o in result.failed]})
@@ -276,6 +299,33 @@ def update_readme(reports: dict, timing: dict) -> None:
     if README_START in text:
         head, rest = text.split(README_START, 1)
         readme.write_text(head + readme_table(reports, timing) + rest.split(README_END, 1)[1])
+
+
+def write_timing(timing: dict) -> None:
+    """Only the sittings record of pmp.json's meta (an interrupted invocation writes nothing else)."""
+    path = RESULTS / "pmp.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    _merge_write(path, {"meta": {**old.get("meta", {}), "timing": timing}})
+
+
+def supersede(name: str, label: str) -> None:
+    """Set dataset `name`'s archive and recorded sittings aside as `label` (module docstring)."""
+    src, dst = ARCHIVES / f"{name}.jsonl", ARCHIVES / "superseded" / f"{name}_{label}.jsonl"
+    if dst.exists():
+        raise SystemExit(f"{dst}: exists already (choose another label)")
+    path = RESULTS / "pmp.json"
+    doc = json.loads(path.read_text()) if path.is_file() else {}
+    meta = doc.get("meta", {})
+    if name not in meta.get("timing", {}) and not src.is_file():
+        raise SystemExit(f"{name}: no archive ({src}) and no recorded sittings: nothing to set aside")
+    if src.is_file():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        src.rename(dst)
+        print(f"{src} -> {dst}")
+    if name in meta.get("timing", {}):
+        meta.setdefault("superseded", {})[f"{name}_{label}"] = {**meta["timing"].pop(name), "archive": str(dst.relative_to(ROOT))}
+        _merge_write(path, {"meta": meta})
+        print(f"{path}: the sittings of {name} moved to meta.superseded.{name}_{label}")
 
 
 def _merge_write(path: Path, new: dict) -> None:

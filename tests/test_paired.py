@@ -4,7 +4,9 @@ whose differences, intervals and unpaired runs are worked out by hand."""
 from __future__ import annotations
 
 import csv
+import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -176,3 +178,60 @@ def test_readme_table_reads_the_report_cells(rep):
     n = sum(1 for r in rep.records if r.row["dataset"] == "fpha")
     assert cells[:3] == ["FPHA", f"{n} of 99: seeds 0,1,2,3", "0.9"]
     assert cells[3:] == ["75.00", "61.67", "70.67", "60.00", "65.00", "", "84.67"]  # PMP, MP, GMP, LTH, LTH equal, SNIP, dense
+
+
+def _paper_table_in(tmp_path, monkeypatch):
+    """benchmarks/paper_table.py with its result folder under tmp_path."""
+    pt = load_benchmark("paper_table")
+    results = tmp_path / "benchmarks" / "results"
+    (results / "archive").mkdir(parents=True)
+    monkeypatch.setattr(pt, "ROOT", tmp_path)
+    monkeypatch.setattr(pt, "RESULTS", results)
+    monkeypatch.setattr(pt, "ARCHIVES", results / "archive")
+    return pt, results
+
+
+def test_supersede_sets_a_grids_archive_and_sittings_aside(tmp_path, monkeypatch):
+    """--supersede: the dataset's archive moves (not copied, not deleted) and its sittings leave
+    meta.timing, so a new grid's wall time counts its own sittings; the other dataset is untouched;
+    the same label twice, or nothing to set aside, is refused."""
+    pt, results = _paper_table_in(tmp_path, monkeypatch)
+    (results / "archive" / "fpha.jsonl").write_text('{"run": 1}\n')
+    timing = {"fpha": {"sittings": [{"sweep_wall_s": 30.0}], "runs": 1}, "sbu": {"sittings": [{"sweep_wall_s": 9.0}]}}
+    (results / "pmp.json").write_text(json.dumps({"fpha": {"0.9": {}}, "meta": {"timing": timing, "command": "c"}}))
+    pt.supersede("fpha", "old")
+    assert not (results / "archive" / "fpha.jsonl").exists()
+    assert (results / "archive" / "superseded" / "fpha_old.jsonl").read_text() == '{"run": 1}\n'
+    doc = json.loads((results / "pmp.json").read_text())
+    assert doc["meta"]["timing"] == {"sbu": {"sittings": [{"sweep_wall_s": 9.0}]}} and doc["meta"]["command"] == "c"
+    assert doc["meta"]["superseded"]["fpha_old"] == {
+        "sittings": [{"sweep_wall_s": 30.0}], "runs": 1, "archive": "benchmarks/results/archive/superseded/fpha_old.jsonl"}
+    assert doc["fpha"] == {"0.9": {}}  # the cells stay until the new grid's report replaces them
+    with pytest.raises(SystemExit, match="nothing to set aside"):
+        pt.supersede("fpha", "again")
+    (results / "archive" / "fpha.jsonl").write_text("{}\n")
+    with pytest.raises(SystemExit, match="exists already"):
+        pt.supersede("fpha", "old")
+    assert (results / "archive" / "fpha.jsonl").is_file()
+
+
+def test_an_interrupted_sitting_is_recorded(tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM, which sweeps turn into it) inside the sweep: the sitting is recorded as
+    interrupted with its wall time, earlier sittings and legacy keys folded in once, then it re-raises."""
+    pt, results = _paper_table_in(tmp_path, monkeypatch)
+    legacy = {"sweep_wall_s": 50.0, "failed": [], "runs": 3}  # a record from before sittings were kept
+    (results / "pmp.json").write_text(json.dumps({"meta": {"timing": {"fpha": legacy}}}))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pt, "sweep_and_report", interrupted)
+    monkeypatch.setattr(pt, "DATASETS", {"fpha": pt.DATASETS["fpha"]})
+    monkeypatch.setattr(sys, "argv", ["paper_table.py", "--only", "fpha", "--seeds", "3"])
+    with pytest.raises(KeyboardInterrupt):
+        pt.main()
+    entry = json.loads((results / "pmp.json").read_text())["meta"]["timing"]["fpha"]
+    (old, new) = entry["sittings"]
+    assert old == {"sweep_wall_s": 50.0, "failed": []} and "sweep_wall_s" not in entry and entry["runs"] == 3
+    assert new["seeds"] == [3] and new["interrupted"] is True and new["sweep_wall_s"] >= 0
+    assert pt.sittings(entry) == entry["sittings"]  # read back: not counted twice

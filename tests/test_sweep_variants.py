@@ -251,3 +251,30 @@ def test_grid_agreement_tells_machines_of_one_model_name_apart_by_torch_kernels(
     assert ab._cpu({"machine": {"cpu_model": "AMD EPYC", "torch_cpu_capability": "AVX2"}}) == "AMD EPYC (torch AVX2)"
     assert ab._cpu({"machine": {"cpu_model": "AMD EPYC", "torch_cpu_capability": "AVX512"}}) == "AMD EPYC (torch AVX512)"
     assert ab._cpu({"machine": {"cpu_model": "Xeon"}}) == "Xeon" and ab._cpu({}) is None
+
+
+def test_ablation_records_an_interrupted_sitting(tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM) inside a sweep: NAME.json keeps the sitting, marked interrupted, with its
+    wall time, next to what the file held; the interrupt still ends the script."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from test_paired import load_benchmark
+
+    ab = load_benchmark("ablation")
+    meta = tmp_path / "tuning.json"
+    meta.write_text(json.dumps({"rows": 7, "timing": {"tuning": {"sittings": [{"sweep_wall_s": 60.0}]}}}))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ab, "sweep_and_report", interrupted)
+    monkeypatch.setattr(sys, "argv", ["ablation.py", "--name", "tuning", "--results", str(tmp_path),
+                                      "--sweeps", str(Path(ab.ROOT) / "configs/sweeps/tuning.yaml"), "--select", "seed=0"])
+    with pytest.raises(KeyboardInterrupt):
+        ab.main()
+    doc = json.loads(meta.read_text())
+    first, new = doc["timing"]["tuning"]["sittings"]
+    assert doc["rows"] == 7 and first == {"sweep_wall_s": 60.0}
+    assert new["interrupted"] is True and new["select"] == ["seed=0"] and new["sweep_wall_s"] >= 0
