@@ -205,54 +205,64 @@ class SparseConv(_Epilogue):
         self.dilation = tuple(conv.dilation) if two_d else (conv.dilation[0], 1)
         self.two_d, self.groups, self.in_channels = two_d, conv.groups, conv.in_channels
         self.ptr, self._pos, self.val = _csr_rows(kept)
-        self._offsets: dict[tuple[int, int], np.ndarray] = {}
+        self._plans: dict[tuple[int, ...], tuple] = {}
 
-    def _offsets_for(self, hp: int, wp: int) -> tuple[np.ndarray, int]:
-        """Each kept weight's offset into a padded input of hp x wp positions per channel, and the
-        largest (cached per input size)."""
-        if (hp, wp) not in self._offsets:
-            kh, kw = self.kernel
-            per_group_in = self.in_channels // self.groups
-            out_per_group = (len(self.ptr) - 1) // self.groups
-            rows = np.repeat(np.arange(len(self.ptr) - 1), np.diff(self.ptr).astype(np.int64))
-            c_local, rest = np.divmod(self._pos, kh * kw)
-            i, j = np.divmod(rest, kw)
-            c = rows // out_per_group * per_group_in + c_local
-            off = (c * hp * wp + i * self.dilation[0] * wp + j * self.dilation[1]).astype(np.int64)  # signed: int64 + uint64 is float64 in numba
-            self._offsets[(hp, wp)] = off, int(off.max()) if len(off) else 0
-        return self._offsets[(hp, wp)]
+    def _plan(self, shape: tuple[int, ...]) -> tuple:
+        """Everything a call on input `shape` (B, C, H, W) needs besides the data, cached per shape:
+        a batch-1 call is a few microseconds of work, so recomputing this each call would dominate."""
+        plan = self._plans.get(shape)
+        if plan is None:
+            b, c, h, w = shape
+            (ph, pw), (sh, sw), (dh, dw), (kh, kw) = self.padding, self.stride, self.dilation, self.kernel
+            hp, wp = h + 2 * ph, w + 2 * pw
+            h_out, w_out = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
+            if h_out < 1 or w_out < 1:
+                raise ValueError(f"sparse conv: input {shape} is smaller than the kernel {self.kernel} "
+                                 f"(padding {self.padding})")
+            off = self._offsets(hp, wp)
+            off_max = int(off.max()) if len(off) else 0
+            if sh == 1 and sw == 1 and w_out == wp:  # the whole output map is contiguous in the input: one row
+                rows, width, row_in, col_in = 1, h_out * w_out, 0, 1
+            else:
+                rows, width, row_in, col_in = h_out, w_out, sh * wp, sw
+            n_in = b * c * hp * wp
+            parallel = b > 1 and len(self.val) * b * h_out * w_out >= PARALLEL_MACS
+            plan = self._plans[shape] = (hp, wp, h_out, w_out, off, n_in - BLOCK - off_max, rows, width, row_in,
+                                         col_in, parallel)
+        return plan
+
+    def _offsets(self, hp: int, wp: int) -> np.ndarray:
+        """Each kept weight's offset into a padded input of hp x wp positions per channel."""
+        kh, kw = self.kernel
+        per_group_in = self.in_channels // self.groups
+        out_per_group = (len(self.ptr) - 1) // self.groups
+        rows = np.repeat(np.arange(len(self.ptr) - 1), np.diff(self.ptr).astype(np.int64))
+        c_local, rest = np.divmod(self._pos, kh * kw)
+        i, j = np.divmod(rest, kw)
+        c = rows // out_per_group * per_group_in + c_local
+        return (c * hp * wp + i * self.dilation[0] * wp + j * self.dilation[1]).astype(np.int64)  # signed: int64 + uint64 is float64 in numba
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.two_d:
             x = x.unsqueeze(-1)
-        (ph, pw), (sh, sw), (dh, dw), (kh, kw) = self.padding, self.stride, self.dilation, self.kernel
         b, c, h, w = x.shape
-        hp, wp = h + 2 * ph, w + 2 * pw
-        h_out, w_out = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
-        if h_out < 1 or w_out < 1:
-            raise ValueError(f"sparse conv: input {tuple(x.shape)} is smaller than the kernel {self.kernel} "
-                             f"(padding {self.padding})")
+        hp, wp, h_out, w_out, offsets, safe, rows, width, row_in, col_in, parallel = self._plan((b, c, h, w))
+        ph, pw = self.padding
         if ph or pw:
             xf = np.zeros((b, c, hp, wp), np.float32)
             xf[:, :, ph : ph + h, pw : pw + w] = x.numpy()
         else:
-            xf = np.ascontiguousarray(x.numpy())  # no copy for a contiguous input
+            xf = x.numpy() if x.is_contiguous() else np.ascontiguousarray(x.numpy())  # no copy for a contiguous input
         xf = xf.reshape(-1)
-        offsets, off_max = self._offsets_for(hp, wp)
-        if sh == 1 and sw == 1 and w_out == wp:  # the whole output map is contiguous in the input: one row
-            rows, width, row_in, col_in = 1, h_out * w_out, 0, 1
-        else:
-            rows, width, row_in, col_in = h_out, w_out, sh * wp, sw
         nout = len(self.ptr) - 1
         out = np.empty(b * nout * h_out * w_out, np.float32)
-        common = (self.ptr, offsets, self.val, self.scale, self.shift, self.slope, xf, c * hp * wp,
-                  len(xf) - BLOCK - off_max)
-        if b > 1 and len(self.val) * b * h_out * w_out >= PARALLEL_MACS:
+        common = (self.ptr, offsets, self.val, self.scale, self.shift, self.slope, xf, c * hp * wp, safe)
+        if parallel:
             _conv_parallel(*common, b, nout, rows, width, row_in, col_in, out, numba.get_num_threads())
         else:
             _conv_rows(*common, 0, b * nout, nout, rows, width, row_in, col_in, out)
-        y = torch.from_numpy(out).view(b, -1, h_out, w_out)
-        return y if self.two_d else y.squeeze(-1)
+        y = torch.from_numpy(out).view(b, nout, h_out, w_out)
+        return y if self.two_d else y.view(b, nout, h_out)
 
 
 class Affine(nn.Module):
