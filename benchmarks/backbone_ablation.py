@@ -8,6 +8,12 @@ so an interrupted ablation continues where it stopped.
 
     python benchmarks/backbone_ablation.py --data-root ../shared/data [--workers 2] [--only fpha]
     python benchmarks/backbone_ablation.py --only sbu --variant 'train.epochs=160'   # add one variant
+    python benchmarks/backbone_ablation.py --only sbu --paired 'augment.flip=0.5' --seeds 0,1,2
+
+--paired runs a variant and the default side by side in one sitting (one machine), over --seeds
+and every split, and reports the difference over the pairs that share seed and split (a t- and a
+bootstrap interval, wins): the check that resolves a choice worth changing a default for, where
+the one-at-a-time table (few seeds, unpaired, sittings on several machines) cannot.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from paper_table import RESULTS, machine  # noqa: E402
 
 from pmp.experiments import SweepSpec, run_sweep  # noqa: E402
-from pmp.experiments.stats import mean_ci  # noqa: E402
+from pmp.experiments.stats import mean_ci, paired_diff  # noqa: E402
 from pmp.experiments.sweep import read_metrics  # noqa: E402
 from pmp.machine import machine_fingerprint  # noqa: E402
 from pmp.training.config import load_config  # noqa: E402
@@ -53,7 +59,7 @@ def variants(name: str) -> dict[str, dict]:
         for sub in ("distance_within", "distance_cross"):
             out[f"distance -> {sub}"] = {"preprocess.features": [sub if g == "distance" else g for g in feats]}
     aug = cfg.augment
-    for key, on in (("swap", 0.5), ("rotate", 15.0), ("scale", 0.1), ("time_warp", 0.2)):
+    for key, on in (("swap", 0.5), ("flip", 0.5), ("rotate", 15.0), ("scale", 0.1), ("time_warp", 0.2)):
         value = getattr(aug, key)
         if name == "fpha" and key == "swap":
             continue  # one person: nothing to swap
@@ -77,9 +83,12 @@ def variants(name: str) -> dict[str, dict]:
     return out
 
 
-def run_variant(name: str, variant: str, overrides: dict, args: argparse.Namespace) -> dict:
-    spec = SweepSpec(name=f"ablation-{name}", base=CONFIGS[name], out=ROOT / "work_dirs/ablation" / name / _slug(variant),
-                     grid={"pruning.method": ["dense"], **PROTOCOL[name]}, overrides=overrides)
+def run_variant(name: str, variant: str, overrides: dict, args: argparse.Namespace,
+                protocol: dict | None = None, folder: str = "") -> dict:
+    """Train the variant's runs of `protocol` (default: the dataset's) under work_dirs/ablation/<name>/<folder>."""
+    out = ROOT / "work_dirs/ablation" / name / folder / _slug(variant)
+    spec = SweepSpec(name=f"ablation-{name}", base=CONFIGS[name], out=out,
+                     grid={"pruning.method": ["dense"], **(protocol or PROTOCOL[name])}, overrides=overrides)
     result = run_sweep(spec, workers=args.workers, data_root=args.data_root, progress=False)
     runs = [m for m in (read_metrics(spec.out / o.run_id) for o in result.runs) if m is not None]
     ci = mean_ci([m["class_avg_acc"] for m in runs])
@@ -89,11 +98,42 @@ def run_variant(name: str, variant: str, overrides: dict, args: argparse.Namespa
             "failed": [o.run_id for o in result.failed]}
 
 
+def run_paired(name: str, variant: str, overrides: dict, seeds: list[int], args: argparse.Namespace) -> dict:
+    """The variant and the default over `seeds` x every split, in this sitting; their difference
+    over the pairs of one seed and split."""
+    protocol = {**PROTOCOL[name], "train.seed": seeds}
+    arms = {v: run_variant(name, v, o, args, protocol, "paired") for v, o in (("default", {}), (variant, overrides))}
+    acc = {v: {(r["seed"], r["fold"]): r["class_avg_acc"] for r in arm["runs"]} for v, arm in arms.items()}
+    pairs = sorted(set(acc["default"]) & set(acc[variant]))
+    d = paired_diff([acc[variant][k] for k in pairs], [acc["default"][k] for k in pairs])
+    return {"overrides": overrides, "seeds": seeds, "default": arms["default"], "variant": arms[variant],
+            "n_pairs": d.n, "diff": d.mean, "ci95": [d.lo, d.hi], "bootstrap95": [d.boot_lo, d.boot_hi],
+            "wins": d.wins, "ties": d.ties, "losses": d.losses,
+            "machine": machine(), "fingerprint": machine_fingerprint()}
+
+
+def paired_table(paired: dict) -> str:
+    lines = ["| dataset | variant | seeds x splits | default % | variant % | variant − default (points) | 95% t-interval | "
+             "bootstrap | wins / ties / losses | resolved | s/run (default, variant) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, entries in paired.items():
+        for variant, r in entries.items():
+            lo, hi = r["ci95"]
+            verdict = "better" if lo > 0 else "worse" if hi < 0 else ""
+            lines.append(f"| {name} | {variant} | {r['n_pairs']} | {100 * r['default']['class_avg_acc']:.2f} | "
+                         f"{100 * r['variant']['class_avg_acc']:.2f} | {100 * r['diff']:+.2f} | "
+                         f"[{100 * lo:+.2f}, {100 * hi:+.2f}] | [{100 * r['bootstrap95'][0]:+.2f}, {100 * r['bootstrap95'][1]:+.2f}] | "
+                         f"{r['wins']} / {r['ties']} / {r['losses']} | {verdict} | "
+                         f"{r['default']['wall_s_per_run']:.0f}, {r['variant']['wall_s_per_run']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
 def _slug(variant: str) -> str:
     return "".join(c if c.isalnum() or c in ".=-" else "_" for c in variant.replace("- ", "no_").replace("+ ", "add_"))
 
 
 def table(results: dict) -> str:
+    results = {k: v for k, v in results.items() if k != "paired"}
     lines = ["| dataset | variant | class-avg acc % (mean +- std) | 95% CI | vs default | resolved | runs | s/run | weights |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, res in results.items():
@@ -148,6 +188,13 @@ def backbone_section() -> str:
                   "switched off or changed alone; FPHA seeds 0-2, SBU 5 folds x seed 0. *resolved*: the variant's 95% "
                   "interval and the default's do not overlap; with these few runs most differences of 1-2 points "
                   "(FPHA) or 2-5 points (SBU, one seed per fold) are not resolved.", "", md.read_text().strip(), ""]
+    paired = ROOT / "docs/results/backbone_ablation_paired.md"
+    if paired.is_file():
+        lines += ["### Paired checks", "",
+                  "`python benchmarks/backbone_ablation.py --only DATASET --paired VARIANT --seeds 0,1,2`: the variant "
+                  "and the default rerun side by side in one sitting on one machine, over every seed and split; the "
+                  "difference is taken over the pairs of one seed and split. *resolved*: the t-interval excludes zero.",
+                  "", paired.read_text().strip(), ""]
     return "\n".join(lines + [END])
 
 
@@ -163,6 +210,16 @@ def _grid_dense_agreement(name: str, entry: dict) -> tuple[int, int]:
     with path.open() as f:
         grid = [r for r in csv.DictReader(f) if r["method"] == "dense"]
     return sum(abs(ours.get((r["seed"], r["fold"]), -1.0) - float(r["class_avg_acc"])) < 1e-9 for r in grid), len(grid)
+
+
+def write_tables(results: dict) -> str:
+    """docs/results/backbone_ablation.md (and _paired.md when there are paired checks); the first's text."""
+    (ROOT / "docs/results").mkdir(parents=True, exist_ok=True)
+    md = table({k: v for k, v in results.items() if k != "meta"})
+    (ROOT / "docs/results/backbone_ablation.md").write_text(md)
+    if results.get("paired"):
+        (ROOT / "docs/results/backbone_ablation_paired.md").write_text(paired_table(results["paired"]))
+    return md
 
 
 def update_results_doc() -> None:
@@ -186,20 +243,40 @@ def main() -> None:
     ap.add_argument("--report-only", action="store_true", help="re-render the tables from the results file, run nothing")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME",
                     help="run only this variant (repeatable); the file's other entries are kept as they are")
+    ap.add_argument("--paired", action="append", default=[], metavar="NAME",
+                    help="run this variant and the default side by side over --seeds (repeatable)")
+    ap.add_argument("--seeds", default="0,1,2", help="with --paired: the seeds, e.g. 0,1,2 (default)")
     args = ap.parse_args()
     path = RESULTS / "backbone_ablation.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
     if args.report_only:
         results.pop("meta", None)
-        (ROOT / "docs/results/backbone_ablation.md").write_text(table(results))
+        write_tables(results)
         update_results_doc()
         return
     names = [n for n in CONFIGS if not args.only or n == args.only]
     every = {n: variants(n) for n in names}
-    unknown = [v for v in args.variant if all(v not in every[n] for n in names)]
+    unknown = [v for v in args.variant + args.paired if all(v not in every[n] for n in names)]
     if unknown:
-        ap.error(f"--variant {unknown[0]!r}: not a variant of {', '.join(names)}; they are: "
+        ap.error(f"--variant/--paired {unknown[0]!r}: not a variant of {', '.join(names)}; they are: "
                  + ", ".join(sorted({v for n in names for v in every[n]})))
+    if args.paired:
+        if args.variant:
+            ap.error("--paired runs alone (without --variant)")
+        seeds = [int(x) for x in args.seeds.split(",")]
+        t0 = time.perf_counter()
+        for name in names:
+            for variant in (v for v in args.paired if v in every[name]):
+                r = run_paired(name, variant, every[name][variant], seeds, args)
+                r["sitting_wall_s"] = round(time.perf_counter() - t0, 1)
+                r["command"] = f"python benchmarks/backbone_ablation.py --only {name} --paired '{variant}' --seeds {args.seeds}"
+                results.setdefault("paired", {}).setdefault(name, {})[variant] = r
+                print(f"{name} {variant} - default: {100 * r['diff']:+.2f} [{100 * r['ci95'][0]:+.2f}, "
+                      f"{100 * r['ci95'][1]:+.2f}] over {r['n_pairs']} pairs", flush=True)
+                path.write_text(json.dumps(results, indent=2))
+        write_tables(results)
+        update_results_doc()
+        return
     meta = results.pop("meta", {}) if args.variant else {}
     t0 = time.perf_counter()
     for name in names:
@@ -210,9 +287,7 @@ def main() -> None:
             print(f"{name} {variant}: {100 * r['class_avg_acc']:.2f} +- {100 * r['std']:.2f} ({r['n_runs']} runs)", flush=True)
         order = list(every[name])  # the table's order, whichever sitting ran a variant
         results[name] = dict(sorted(done.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
-    md = table(results)
-    (ROOT / "docs/results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "docs/results/backbone_ablation.md").write_text(md)
+    md = write_tables(results)
     sitting = {"machine": machine(), "fingerprint": machine_fingerprint(), "wall_s": round(time.perf_counter() - t0, 1),
                "protocol": PROTOCOL, "command": "python benchmarks/backbone_ablation.py"}
     if args.variant:  # a later sitting that added variants: the first sitting's record stays, this one is listed

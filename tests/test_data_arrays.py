@@ -108,6 +108,22 @@ def test_an_absent_second_person_stays_and_padding_goes(tmp_path):
     assert not ds.sequences[0][:, 3:].any() and ds.sequences[0][:, :3].all()
 
 
+def test_flip_pairs_option_of_both_layouts(tmp_path):
+    """Neither layout records left and right: the option declares them, checked like the generic field."""
+    rng = np.random.default_rng(1)
+    seqs, labels = _make(rng, 4, 2, 3, 3, 2, absent=False)
+    _write_ctrgcn(tmp_path / "c.npz", seqs, labels, 2, 2)
+    _write_stgcn(tmp_path, seqs, labels, 2, 2)
+    for path in (tmp_path / "c.npz", tmp_path / "train_data.npy"):
+        assert load_dataset(str(path)).flip_pairs is None
+        assert load_dataset(str(path), flip_pairs=[[1, 2]]).flip_pairs == [(1, 2)]
+        assert load_dataset(str(path), flip_pairs=[]).flip_pairs == []
+        with pytest.raises(DataFormatError, match=r"field 'flip_pairs': pair \(1, 3\) is not two joints of one person"):
+            load_dataset(str(path), flip_pairs=[[1, 3]])
+        with pytest.raises(DataFormatError, match=r"option 'flip_pairs'"):
+            load_dataset(str(path), flip_pairs=[[1, 2], [0]])
+
+
 def test_stgcn_options_name_the_files(tmp_path):
     rng = np.random.default_rng(1)
     seqs, labels = _make(rng, 4, 1, 3, 3, 2, absent=False)

@@ -10,9 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pmp.data import AugmentConfig, PreprocessConfig, SkeletonDataset, Split, augment, preprocess
+from pmp.data import AugmentConfig, DataFormatError, PreprocessConfig, SkeletonDataset, Split, augment, preprocess
 from pmp.data.features import FEATURES, chunk_means, compute_features, input_layout, motion
-from pmp.data.preprocess import layout_of
+from pmp.data.preprocess import layout_of, mirror
 
 FAST = settings(max_examples=30, deadline=None)
 HAND_EDGES = [(0, 1), (1, 2), (0, 3)]
@@ -181,3 +181,95 @@ def test_scale_multiplies_lengths_and_vectors_alike() -> None:
     per_sample = ratio[:, 1, 0, 0]
     nonzero = x != 0
     torch.testing.assert_close(ratio[nonzero], per_sample.view(-1, 1, 1, 1).expand_as(x)[nonzero])
+
+
+# --------------------------------------------------------------------------- flip (mirror image)
+FLIP_PAIRS = [(1, 2)]  # within each person of pair_batch's 3 joints
+MIRROR_ORDER = [0, 2, 1, 3, 5, 4]
+
+
+def flip_dataset(seed: int = 0) -> SkeletonDataset:
+    ds = dataset(random_seqs(seed, count=8, v=6), "two_person", PAIR_EDGES)
+    ds.flip_pairs = list(FLIP_PAIRS)
+    return ds
+
+
+def test_mirror_negates_the_axis_and_exchanges_the_pairs_in_every_person() -> None:
+    ds = flip_dataset()
+    m = mirror(ds, axis=0)
+    for a, b in zip(ds.sequences, m.sequences):
+        np.testing.assert_array_equal(b[..., 0], -a[:, MIRROR_ORDER, 0])
+        np.testing.assert_array_equal(b[..., 1:], a[:, MIRROR_ORDER, 1:])
+    twice = mirror(m, axis=0)
+    assert all(np.array_equal(a, b) for a, b in zip(ds.sequences, twice.sequences))
+    assert np.array_equal(m.labels, ds.labels) and m.flip_pairs == ds.flip_pairs
+    z = mirror(ds, axis=2).sequences[0]
+    np.testing.assert_array_equal(z[..., 2], -ds.sequences[0][:, MIRROR_ORDER, 2])
+
+
+@FAST
+@given(seed=st.integers(0, 2**16))
+def test_mirror_features_are_the_originals_with_joints_renamed(seed: int) -> None:
+    """Distances and angles are unchanged by a reflection: the mirror's distance channels are the
+    original's with joints (rows) and their distance partners (channels) renamed alike."""
+    ds = flip_dataset(seed)
+    cfg = PreprocessConfig(frames=5, features=["distance", "angle"])
+    x, xm = preprocess(ds, cfg), preprocess(mirror(ds), cfg)
+    layout = layout_of(ds, cfg)
+    (dist,) = [g for g in layout.groups if g.name == "distance"]
+    own_first = [[0, 1, 2, 3, 4, 5], [3, 4, 5, 0, 1, 2]]  # channel c of joint j: distance to joint own_first[p][c]
+    for j in range(6):
+        p, pj = j // 3, MIRROR_ORDER[j]
+        for c in range(6):
+            partner = MIRROR_ORDER[own_first[p][c]]
+            c_orig = own_first[pj // 3].index(partner)
+            torch.testing.assert_close(xm[:, :, j, dist.start + c], x[:, :, pj, dist.start + c_orig], rtol=1e-5, atol=1e-5)
+    angle = layout.indices("scalar")
+    torch.testing.assert_close(xm[..., angle], x[:, :, MIRROR_ORDER][..., angle], rtol=1e-4, atol=1e-5)
+
+
+def test_flip_picks_the_mirrored_batch_first_and_is_off_at_zero() -> None:
+    ds = flip_dataset()
+    cfg = PreprocessConfig(frames=5, features=["position", "distance"])
+    x, xm = preprocess(ds, cfg), preprocess(mirror(ds), cfg)
+    layout = layout_of(ds, cfg)
+    assert torch.equal(augment(x, AugmentConfig(flip=1.0), torch.Generator().manual_seed(0), layout, xm), xm)
+    assert torch.equal(augment(x, AugmentConfig(flip=1e-9), torch.Generator().manual_seed(0), layout, xm), x)
+    # flip 0 draws nothing: the other transforms see the generator as before the flip existed
+    rot = AugmentConfig(rotate=30)
+    assert torch.equal(augment(x, rot, torch.Generator().manual_seed(4), layout, xm),
+                       augment(x, rot, torch.Generator().manual_seed(4), layout))
+    # with rotation too, a flipped sample is the rotated mirror image
+    both = augment(x, AugmentConfig(flip=1.0, rotate=30), torch.Generator().manual_seed(4), layout, xm)
+    g = torch.Generator().manual_seed(4)
+    torch.rand(len(x), generator=g, dtype=x.dtype)  # the flip's draw
+    torch.testing.assert_close(both, augment(xm, rot, g, layout))
+    with pytest.raises(ValueError, match="augment.flip needs the mirrored batch"):
+        augment(x, AugmentConfig(flip=0.5), torch.Generator().manual_seed(0), layout)
+
+
+@FAST
+@given(seed=st.integers(0, 2**16), p=st.floats(0.05, 1.0))
+def test_flip_is_deterministic_for_a_seed_and_only_chooses(seed: int, p: float) -> None:
+    ds = flip_dataset()
+    cfg = PreprocessConfig(frames=5, features=["position", "bone"])
+    x, xm = preprocess(ds, cfg), preprocess(mirror(ds), cfg)
+    a = augment(x, AugmentConfig(flip=p), torch.Generator().manual_seed(seed), None, xm)
+    assert torch.equal(a, augment(x, AugmentConfig(flip=p), torch.Generator().manual_seed(seed), None, xm))
+    assert all(torch.equal(a[i], x[i]) or torch.equal(a[i], xm[i]) for i in range(len(x)))
+
+
+def test_flip_needs_declared_valid_pairs() -> None:
+    ds = dataset(random_seqs(0, count=2, v=6), "two_person", PAIR_EDGES)
+    with pytest.raises(DataFormatError, match="t: the flip augmentation needs the dataset's flip_pairs"):
+        mirror(ds)
+    for pairs, needle in (([(1, 3)], r"pair \(1, 3\) is not two joints of one person \(0..2\)"),
+                          ([(1, 1)], r"pair \(1, 1\) is not two joints"),
+                          ([(0, 1), (1, 2)], r"pair \(1, 2\) repeats a joint")):
+        with pytest.raises(DataFormatError, match=f"t: flip_pairs: {needle}"):
+            SkeletonDataset(name="t", sequences=ds.sequences, labels=ds.labels, class_names=ds.class_names,
+                            splits=ds.splits, layout="two_person", flip_pairs=pairs)
+    with pytest.raises(ValueError, match="AugmentConfig.flip must be in"):
+        AugmentConfig(flip=1.5)
+    with pytest.raises(ValueError, match="AugmentConfig.flip_axis must be 0, 1 or 2"):
+        AugmentConfig(flip_axis=3)

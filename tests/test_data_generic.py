@@ -64,6 +64,13 @@ def test_per_sequence_arrays_folds_and_options(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
+def test_flip_pairs_are_read_and_absent_means_undeclared(tmp_path: Path) -> None:
+    assert load_dataset(str(save(tmp_path, **valid_fields()))).flip_pairs is None
+    ds = load_dataset(str(save(tmp_path, **_with(flip_pairs=np.array([[0, 2], [1, 3]])))))
+    assert ds.flip_pairs == [(0, 2), (1, 3)]
+    assert load_dataset(str(save(tmp_path, **_with(flip_pairs=np.zeros((0, 2), int))))).flip_pairs == []
+
+
 def test_converter_example_in_docs_runs(tmp_path: Path) -> None:
     """The snippet in docs/data.md writes a file that loads as it says."""
     text = DOC.read_text()
@@ -122,6 +129,11 @@ BAD = [
     (_with(layout=np.array("body")), "layout", "'body' is not one of"),
     (_with(layout=np.array(["hand"])), "layout", "expected a scalar"),
     (_with(root_joint=np.array(4)), "root_joint", "4 is not a joint of one person"),
+    (_with(flip_pairs=np.array([[1, 4]])), "flip_pairs", r"pair \(1, 4\) is not two joints of one person \(0..3\)"),
+    (_with(flip_pairs=np.array([[1, 3]]), layout=np.array("two_person")), "flip_pairs", r"\(1, 3\) is not two joints of one person \(0..1\)"),
+    (_with(flip_pairs=np.array([[0, 1], [2, 1]])), "flip_pairs", r"pair \(2, 1\) repeats a joint"),
+    (_with(flip_pairs=np.array([0, 1])), "flip_pairs", r"shape \(2,\), expected \(\*, 2\)"),
+    (_with(flip_pairs=np.array([[0.0, 1.0]])), "flip_pairs", "expected integers"),
     (_with(labels=np.arange(6)), "labels", "unknown field"),
 ]
 

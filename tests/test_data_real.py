@@ -108,3 +108,20 @@ def test_preprocessing_real_data(sbu: SkeletonDataset, fpha_and_log, velocity: b
         assert x.shape == (len(ds.sequences), 32, ds.num_nodes, 3 * (1 + velocity))
         assert torch.isfinite(x).all()
         assert 0.1 < x[..., :3].std().item() < 10  # scale-normalised: units (mm) are gone
+
+
+def test_sbu_flip_pairs_are_the_skeletons_left_and_right(sbu: SkeletonDataset) -> None:
+    """The mirror renames bones into bones, and each left bone is as long as its right twin in the
+    real recordings (pairing a shoulder with an elbow would fail both)."""
+    from pmp.data.base import mirror_permutation
+
+    order = mirror_permutation(sbu.flip_pairs, 15, 2)
+    edges = {frozenset(e) for e in sbu.edges}
+    assert {frozenset((int(order[a]), int(order[b]))) for a, b in sbu.edges} == edges
+    x = np.concatenate(sbu.sequences)
+    for a, b in sbu.edges:
+        ma, mb = order[a], order[b]
+        if {a, b} != {ma, mb}:
+            left = np.linalg.norm(x[:, a] - x[:, b], axis=-1).mean()
+            right = np.linalg.norm(x[:, ma] - x[:, mb], axis=-1).mean()
+            assert abs(left - right) < 0.15 * max(left, right), (a, b)

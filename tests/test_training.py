@@ -139,15 +139,20 @@ def test_mixup_trains_changes_the_run_and_resumes_identically(tmp_path) -> None:
     w1, w0 = load_file(str(tmp_path / "full/model.safetensors")), load_file(str(tmp_path / "plain/model.safetensors"))
     assert not torch.equal(w1["fc.weight"], w0["fc.weight"])
 
+    _assert_resumes_to(cfg, tmp_path / "killed", w1)
+
+
+def _assert_resumes_to(cfg, run_dir, weights) -> None:
+    """A run of `cfg` killed after epoch 2 and resumed ends with exactly `weights`."""
     def kill_after_2(epoch, row):
         if epoch == 2:
             raise _Kill
 
     with pytest.raises(_Kill):
-        run_experiment(cfg, tmp_path / "killed", on_epoch_end=kill_after_2)
-    run_experiment(cfg, tmp_path / "killed")
-    w2 = load_file(str(tmp_path / "killed/model.safetensors"))
-    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+        run_experiment(cfg, run_dir, on_epoch_end=kill_after_2, progress=False)
+    run_experiment(cfg, run_dir, progress=False)
+    resumed = load_file(str(run_dir / "model.safetensors"))
+    assert all(torch.equal(weights[k], resumed[k]) for k in weights)
 
 
 def test_train_init_starts_from_a_finished_runs_weights(tmp_path) -> None:
@@ -202,3 +207,31 @@ def test_split_data_is_the_preprocessed_split_the_run_reads(tmp_path) -> None:
     sbu = apply_overrides(cfg, {"data.name": "sbu", "data.root": str(tmp_path / "missing")})
     with pytest.raises(DataFormatError, match="nowhere: data root folder not found"):
         split_data(sbu, data_root=str(tmp_path / "nowhere"))
+
+
+def test_flip_trains_on_mirror_images_and_resumes_identically(tmp_path) -> None:
+    """augment.flip reads the mirrored train split (split_data) and draws from the run's augmentation
+    generator: it changes the run, a killed run resumes to the same model, and a dataset that does
+    not declare its left/right joints is refused by name."""
+    from pmp.data import load_dataset, preprocess
+    from pmp.data.preprocess import mirror
+    from pmp.training.trainer import split_data
+
+    cfg = tiny_config(**{"augment.flip": 0.5, "train.epochs": 3})
+    d = split_data(cfg)
+    ds = load_dataset(cfg.data.name, **cfg.data.options)
+    expected = preprocess(mirror(ds), cfg.preprocess)[torch.as_tensor(ds.split(cfg.data.split).train)]
+    assert torch.equal(d.x_train_mirrored, expected) and split_data(tiny_config()).x_train_mirrored is None
+    run_experiment(cfg, tmp_path / "full", progress=False)
+    run_experiment(tiny_config(**{"train.epochs": 3}), tmp_path / "plain", progress=False)
+    w1, w0 = load_file(str(tmp_path / "full/model.safetensors")), load_file(str(tmp_path / "plain/model.safetensors"))
+    assert not torch.equal(w1["fc.weight"], w0["fc.weight"])
+
+    _assert_resumes_to(cfg, tmp_path / "killed", w1)
+
+    path = tmp_path / "noflip.npz"  # a generic file without flip_pairs
+    np.savez(path, x=ds.sequences[0][None].repeat(4, 0), y=np.array([0, 1, 0, 1]), split=np.array(["train", "test"] * 2))
+    with pytest.raises(ConfigError, match=r"augment.flip: noflip: the flip augmentation needs the dataset's flip_pairs"):
+        run_experiment(tiny_config(**{"data.name": str(path), "data.options": {}, "augment.flip": 0.5}), tmp_path / "bad",
+                       progress=False)
+    assert not (tmp_path / "bad").exists()

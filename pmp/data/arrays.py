@@ -11,7 +11,10 @@
   `train_data.npy` -> `train_label.{json,txt}`, and the test side `val_data.npy` + `val_label.*`.
 
 Both pad sequences to a fixed T with zero frames: trailing all-zero frames are trimmed (a
-sequence with no non-zero frame is an error); an absent second person stays all zeros. The result
+sequence with no non-zero frame is an error); an absent second person stays all zeros. Neither
+layout records which joints are left and right: the option `flip_pairs` (e.g. NTU's 25 joints:
+[[4, 8], [5, 9], [6, 10], [7, 11], [12, 16], [13, 17], [14, 18], [15, 19], [21, 23], [22, 24]])
+declares them for the flip augmentation. The result
 goes through the generic format's validation (`pmp.data.generic`), so the same checks apply and
 errors name the file, field and sequence. Arrays are memory-mapped (NTU's are gigabytes).
 """
@@ -75,8 +78,10 @@ def _labels(path: Path, field: str, y: np.ndarray, n: int) -> tuple[np.ndarray, 
 
 
 def _fields(path: Path, parts: list[tuple[str, list[np.ndarray], np.ndarray]], persons: int,
-            class_names: list[str] | None, num_classes: int | None) -> SkeletonDataset:
-    """The generic format's fields from train/test parts, validated by the generic loader."""
+            class_names: list[str] | None, num_classes: int | None,
+            flip_pairs: list[list[int]] | None = None) -> SkeletonDataset:
+    """The generic format's fields from train/test parts, validated by the generic loader.
+    `flip_pairs` (the loaders' option): one person's left/right joints, as the generic field."""
     seqs = [s for _, part, _ in parts for s in part]
     fields: dict[str, np.ndarray] = {f"x_{i}": s for i, s in enumerate(seqs)}
     fields["y"] = np.concatenate([y for _, _, y in parts])
@@ -86,10 +91,16 @@ def _fields(path: Path, parts: list[tuple[str, list[np.ndarray], np.ndarray]], p
         class_names = [str(k) for k in range(num_classes)]
     if class_names is not None:
         fields["class_names"] = np.array(class_names, dtype=str)
+    if flip_pairs is not None:
+        try:  # the generic loader checks the shape and joints and names the field
+            fields["flip_pairs"] = np.array(flip_pairs) if len(flip_pairs) else np.zeros((0, 2), np.int64)
+        except ValueError as e:  # ragged
+            raise DataFormatError(f"{path}: option 'flip_pairs': {e}") from None
     return dataset_from_fields(path, fields)
 
 
-def load_ctrgcn_npz(path: str | Path, persons: int = 2, channels: int = 3) -> SkeletonDataset:
+def load_ctrgcn_npz(path: str | Path, persons: int = 2, channels: int = 3,
+                    flip_pairs: list[list[int]] | None = None) -> SkeletonDataset:
     """A CTR-GCN-style .npz: x_train/x_test (N, T, M*V*C), one-hot y_train/y_test; split "train/test"."""
     path = Path(path)
     try:
@@ -119,7 +130,7 @@ def load_ctrgcn_npz(path: str | Path, persons: int = 2, channels: int = 3) -> Sk
         num_classes = k if k is not None else num_classes
         seqs = _trimmed(path, f"x_{side}", x.reshape(n, t, persons * joints, channels))
         parts.append((side, seqs, y))
-    return _fields(path, parts, persons, None, num_classes)
+    return _fields(path, parts, persons, None, num_classes, flip_pairs)
 
 
 def _read(path: Path, npz: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
@@ -183,7 +194,7 @@ def _label_path(data: Path) -> Path:
 
 
 def load_stgcn_npy(path: str | Path, labels: str | None = None, test_data: str | None = None,
-                   test_labels: str | None = None) -> SkeletonDataset:
+                   test_labels: str | None = None, flip_pairs: list[list[int]] | None = None) -> SkeletonDataset:
     """ST-GCN-style arrays: `path` (N, C, T, V, M) training data with its labels, and the test side
     (`test_data`, default val_data.npy beside it); split "train/test"."""
     path = Path(path)
@@ -211,4 +222,4 @@ def load_stgcn_npy(path: str | Path, labels: str | None = None, test_data: str |
         names = names or side_names
         seqs = _trimmed(data, "data", np.transpose(x, (0, 2, 4, 3, 1)).reshape(n, t, m * v, c))
         parts.append((side, seqs, y))
-    return _fields(path, parts, persons, names, None)
+    return _fields(path, parts, persons, names, None, flip_pairs)

@@ -38,7 +38,9 @@ class SkeletonDataset:
     C coordinates (usually 3). `layout` tells preprocessing how to centre the data:
     "hand" (joint 0 is the wrist), "two_person" (two bodies of V/2 joints), or "generic".
     `root_joint` is the joint, within each person, that centring uses (wrist for hands, torso for
-    bodies).
+    bodies). `flip_pairs` are the (left, right) joints of one person that a mirror image exchanges
+    (the flip augmentation); [] declares that mirroring renames no joint (a mirrored right hand is a
+    left hand with the same joints); None that the dataset does not say, which refuses the flip.
     """
 
     name: str
@@ -51,6 +53,7 @@ class SkeletonDataset:
     edges: list[tuple[int, int]] | None = None
     excluded: list[str] = field(default_factory=list)  # files knowingly skipped (logged by the loader)
     root_joint: int = 0
+    flip_pairs: list[tuple[int, int]] | None = None
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -84,6 +87,9 @@ class SkeletonDataset:
         for a, b in self.edges or []:
             if not (0 <= a < v and 0 <= b < v):
                 raise DataFormatError(f"{self.name}: edge ({a}, {b}) outside 0..{v - 1}")
+        problem = self.flip_pairs and flip_pairs_problem(self.flip_pairs, v // 2 if self.layout == "two_person" else v)
+        if problem:
+            raise DataFormatError(f"{self.name}: flip_pairs: {problem}")
         for s in self.splits:
             for part in (s.train, s.test):
                 if len(part) == 0 or part.min() < 0 or part.max() >= len(self.sequences):
@@ -122,6 +128,27 @@ class SkeletonDataset:
                 return s
         names = ", ".join(s.name for s in self.splits)
         raise KeyError(f"{self.name}: no split {name!r}; available: {names}")
+
+
+def flip_pairs_problem(pairs: list[tuple[int, int]], joints: int) -> str | None:
+    """What is wrong with mirror pairs, if anything: they must be two distinct joints of one person,
+    each joint in one pair at most (the mirror is then a permutation that is its own inverse)."""
+    seen: set[int] = set()
+    for a, b in pairs:
+        if not (0 <= a < joints and 0 <= b < joints) or a == b:
+            return f"pair ({a}, {b}) is not two joints of one person (0..{joints - 1})"
+        if a in seen or b in seen:
+            return f"pair ({a}, {b}) repeats a joint of another pair"
+        seen |= {a, b}
+    return None
+
+
+def mirror_permutation(pairs: list[tuple[int, int]], joints: int, persons: int) -> np.ndarray:
+    """The joint order of the mirror image (V,): each pair exchanged within every person's block."""
+    one = np.arange(joints)
+    for a, b in pairs:
+        one[a], one[b] = b, a
+    return np.concatenate([one + p * joints for p in range(persons)])
 
 
 def fold_splits(fold_of: np.ndarray) -> list[Split]:

@@ -68,6 +68,7 @@ def load_fpha(root: Path) -> SkeletonDataset:
         edges=list(EDGES),
         excluded=_unlisted_files(root / POSE_DIR, {e.rel for e in entries}),
         root_joint=0,
+        flip_pairs=[],  # one hand: its mirror image is a left hand, every joint keeps its name
     )
 
 

@@ -2,7 +2,8 @@
 
 Fields: `x` (N, T, V, C) with optional `lengths` (N,), or per-sequence `x_0` .. `x_{N-1}` (T_i, V, C);
 `y` (N,) ints; `split` (N,) "train"/"test" strings or integer fold ids; optional `class_names` (K,),
-`edges` (E, 2), `layout` and `root_joint` scalars. Loaded with allow_pickle=False; every field is
+`edges` (E, 2), `flip_pairs` (P, 2) (one person's left/right joints; (0, 2) if mirroring renames
+none), `layout` and `root_joint` scalars. Loaded with allow_pickle=False; every field is
 checked and an error names it (and the sequence index).
 """
 
@@ -16,9 +17,9 @@ from typing import Callable
 
 import numpy as np
 
-from .base import LAYOUTS, DataFormatError, SkeletonDataset, Split, fold_splits
+from .base import LAYOUTS, DataFormatError, SkeletonDataset, Split, flip_pairs_problem, fold_splits
 
-OPTIONAL = {"lengths", "class_names", "edges", "layout", "root_joint"}
+OPTIONAL = {"lengths", "class_names", "edges", "flip_pairs", "layout", "root_joint"}
 _PER_SEQUENCE = re.compile(r"x_(0|[1-9][0-9]*)")
 Bad = Callable[[str, str], DataFormatError]  # (field, message) -> the error to raise
 log = logging.getLogger(__name__)
@@ -88,6 +89,12 @@ def dataset_from_fields(path: Path, fields: dict[str, np.ndarray]) -> SkeletonDa
     root_joint = int(_scalar(fields, "root_joint", "iu", 0, bad))
     if not 0 <= root_joint < (v // 2 if layout == "two_person" else v):
         raise bad("root_joint", f"{root_joint} is not a joint of one person")
+    flip_pairs = None
+    if "flip_pairs" in fields:
+        flip_pairs = [(int(a), int(b)) for a, b in _ints(fields["flip_pairs"], "flip_pairs", (-1, 2), bad)]
+        problem = flip_pairs_problem(flip_pairs, v // 2 if layout == "two_person" else v)
+        if problem:
+            raise bad("flip_pairs", problem)
     splits = _splits(fields["split"], n, bad)
     _warn_if_suspicious(path, sequences, y, len(class_names), splits)
     return SkeletonDataset(
@@ -100,6 +107,7 @@ def dataset_from_fields(path: Path, fields: dict[str, np.ndarray]) -> SkeletonDa
         sources=[f"{path}[{i}]" for i in range(n)],
         edges=edges,
         root_joint=root_joint,
+        flip_pairs=flip_pairs,
     )
 
 

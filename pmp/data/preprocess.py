@@ -9,13 +9,14 @@ See docs/data.md for why each choice.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .base import SkeletonDataset
+from .base import DataFormatError, SkeletonDataset, mirror_permutation
 from .features import ChannelGroup, InputLayout, check_features, chunk_means, compute_features, input_layout
 
 CENTERS = ("auto", "wrist", "pair", "sequence", "none")
@@ -68,6 +69,8 @@ class AugmentConfig:
     (about one mean bone length). time_warp: crop up to this fraction of the sequence at a random
     place and stretch the rest back to the full length (speed and offset changes). swap:
     probability of exchanging the two persons' joint slots (multi-person layouts; no effect on one).
+    flip: probability of training on the mirror image (`mirror`: coordinate `flip_axis` negated,
+    left and right joints exchanged); its features are preprocessed once, beside the original's.
     """
 
     rotate: float = 0.0
@@ -75,24 +78,41 @@ class AugmentConfig:
     noise: float = 0.0
     time_warp: float = 0.0
     swap: float = 0.0
+    flip: float = 0.0
     axis: int = 1
+    flip_axis: int = 0
 
     def __post_init__(self) -> None:
         for name, hi in (("rotate", math.inf), ("scale", 1.0), ("noise", math.inf), ("time_warp", 1.0),
-                         ("swap", 1.0 + 1e-12)):
+                         ("swap", 1.0 + 1e-12), ("flip", 1.0 + 1e-12)):
             value = getattr(self, name)
             if not 0.0 <= value < hi:
                 raise ValueError(f"AugmentConfig.{name} must be in [0, {hi}), got {value!r}")
-        if self.axis not in (0, 1, 2):
-            raise ValueError(f"AugmentConfig.axis must be 0, 1 or 2, got {self.axis!r}")
+        for name in ("axis", "flip_axis"):
+            if getattr(self, name) not in (0, 1, 2):
+                raise ValueError(f"AugmentConfig.{name} must be 0, 1 or 2, got {getattr(self, name)!r}")
 
     @property
     def is_identity(self) -> bool:
-        return not (self.rotate or self.scale or self.noise or self.time_warp or self.swap)
+        return not (self.rotate or self.scale or self.noise or self.time_warp or self.swap or self.flip)
 
 
 def persons(ds: SkeletonDataset) -> int:
     return 2 if ds.layout == "two_person" else 1
+
+
+def mirror(ds: SkeletonDataset, axis: int = 0) -> SkeletonDataset:
+    """The mirror image of every sequence: coordinate `axis` negated and each of the dataset's
+    `flip_pairs` exchanged in every person, so that a left arm is again called a left arm."""
+    if ds.flip_pairs is None:
+        raise DataFormatError(f"{ds.name}: the flip augmentation needs the dataset's flip_pairs (its left/right "
+                              "joints, [] if mirroring renames none); this dataset declares none (docs/data.md)")
+    if not 0 <= axis < ds.num_channels:
+        raise ValueError(f"{ds.name}: flip axis {axis} is not one of its {ds.num_channels} coordinates")
+    order = mirror_permutation(ds.flip_pairs, ds.num_nodes // persons(ds), persons(ds))
+    sign = np.ones(ds.num_channels)
+    sign[axis] = -1.0
+    return dataclasses.replace(ds, sequences=[s[:, order] * sign for s in ds.sequences])
 
 
 def layout_of(ds: SkeletonDataset, cfg: PreprocessConfig) -> InputLayout:
@@ -188,24 +208,31 @@ def _lerp(x: torch.Tensor, pos: torch.Tensor, last: torch.Tensor) -> torch.Tenso
 
 
 def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator,
-            layout: InputLayout | None = None) -> torch.Tensor:
+            layout: InputLayout | None = None, mirrored: torch.Tensor | None = None) -> torch.Tensor:
     """Randomly transform a batch (B, T, V, C'); the same generator state gives the same output.
 
     `layout` (layout_of) says what the channels are: rotation turns every vector group alike (so
     motion and bones stay those of the rotated positions), scaling multiplies vectors and lengths,
-    swap exchanges the persons. Without it every group of 3 channels is taken as a vector."""
+    swap exchanges the persons. Without it every group of 3 channels is taken as a vector.
+    `mirrored` is the same batch preprocessed from `mirror(ds)`, which cfg.flip picks from (first,
+    so that every other transform applies to the mirror image too)."""
     if cfg.is_identity:
         return x
     b, t, v, c = x.shape
-    if layout is None:
-        if cfg.rotate and c % 3:
-            raise ValueError(f"rotation needs channels in groups of 3 (x, y, z), got C={c}")
-        layout = InputLayout(tuple(ChannelGroup("position", i, 3, "vector") for i in range(0, c - c % 3, 3)))
 
     def uniform(*shape: int) -> torch.Tensor:  # in [-1, 1), drawn on the generator's device
         u = torch.rand(*shape, generator=generator, device=generator.device, dtype=x.dtype)
         return (2 * u - 1).to(x.device)
 
+    if cfg.flip:
+        if mirrored is None or mirrored.shape != x.shape:
+            raise ValueError(f"augment.flip needs the mirrored batch of the same shape {tuple(x.shape)}, got "
+                             f"{None if mirrored is None else tuple(mirrored.shape)}")
+        x = torch.where((uniform(b) + 1 < 2 * cfg.flip).view(b, 1, 1, 1), mirrored, x)
+    if layout is None:
+        if cfg.rotate and c % 3:
+            raise ValueError(f"rotation needs channels in groups of 3 (x, y, z), got C={c}")
+        layout = InputLayout(tuple(ChannelGroup("position", i, 3, "vector") for i in range(0, c - c % 3, 3)))
     if cfg.time_warp and t > 1:
         u = (uniform(b, 2) + 1) / 2
         span = (t - 1) * (1 - cfg.time_warp * u[:, 0])

@@ -28,6 +28,7 @@ _BODY_EDGES = [  # HEAD-NECK-TORSO, arms from the neck, legs from the torso
     (0, 1), (1, 2), (1, 3), (3, 4), (4, 5), (1, 6), (6, 7), (7, 8),
     (2, 9), (9, 10), (10, 11), (2, 12), (12, 13), (13, 14),
 ]  # fmt: skip
+FLIP_PAIRS = [(3, 6), (4, 7), (5, 8), (9, 12), (10, 13), (11, 14)]  # left/right shoulder, elbow, hand, hip, knee, foot
 EDGES = _BODY_EDGES + [(a + JOINTS, b + JOINTS) for a, b in _BODY_EDGES]
 FILE_NAME = "skeleton_pos.txt"
 
@@ -70,6 +71,7 @@ def load_sbu(root: Path, denormalized: bool = True) -> SkeletonDataset:
         sources=sources,
         edges=list(EDGES),
         root_joint=TORSO,
+        flip_pairs=list(FLIP_PAIRS),
     )
 
 

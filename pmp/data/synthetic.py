@@ -101,6 +101,7 @@ def make_synthetic(
         layout="hand",
         edges=list(EDGES),
         root_joint=0,
+        flip_pairs=[],  # a hand: its mirror image curls the same fingers
     )
 
 

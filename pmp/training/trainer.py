@@ -31,9 +31,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pmp.data import SkeletonDataset, Split, augment, load_dataset, preprocess
+from pmp.data import DataFormatError, SkeletonDataset, Split, augment, load_dataset, preprocess
+from pmp.data.preprocess import layout_of, mirror
 from pmp.machine import check_allocation, machine_fingerprint
-from pmp.data.preprocess import layout_of
 from pmp.models import create_model, model_dataset_fields
 from pmp.pruning.base import Pruner, create_pruner
 from pmp.pruning.report import sparsity_report
@@ -109,6 +109,7 @@ class SplitData:
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    x_train_mirrored: torch.Tensor | None = None  # the train sequences' mirror images (augment.flip)
 
     @property
     def num_classes(self) -> int:
@@ -125,7 +126,13 @@ def split_data(cfg: ExperimentConfig, data_root: str | None = None) -> SplitData
                      3 * 8 * len(ds.sequences) * cfg.preprocess.frames * ds.num_nodes * channels)
     x, y = preprocess(ds, cfg.preprocess), torch.as_tensor(ds.labels)
     tr, te = torch.as_tensor(split.train), torch.as_tensor(split.test)
-    return SplitData(ds, split, x[tr], y[tr], x[te], y[te])
+    mirrored = None
+    if cfg.augment.flip:
+        try:
+            mirrored = preprocess(mirror(ds, cfg.augment.flip_axis), cfg.preprocess)[tr]
+        except (DataFormatError, ValueError) as e:
+            raise ConfigError(f"augment.flip: {e}") from None
+    return SplitData(ds, split, x[tr], y[tr], x[te], y[te], mirrored)
 
 
 def latent_histogram(pruner: Pruner, bins: int = 80) -> dict[str, Any]:
@@ -186,6 +193,7 @@ class _Run:
         self.split = data.split
         self.input_layout = layout_of(ds, cfg.preprocess)  # how augmentation treats each channel
         self.x_train, self.y_train, self.x_test, self.y_test = data.x_train, data.y_train, data.x_test, data.y_test
+        self.x_train_mirrored = data.x_train_mirrored
         self.num_classes = ds.num_classes
 
         _, t, v, c = data.x_train.shape
@@ -246,9 +254,12 @@ class _Run:
         self.elapsed, self.log_rows, self.hist_before = s["elapsed"], s["log"], s["hist_before"]
 
     # --------------------------------------------------------------- training
-    def batch_loss(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch_loss(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss and logits of the training sequences `idx`, augmented."""
         t = self.cfg.train
-        xb = augment(xb, self.cfg.augment, self.aug_gen, self.input_layout)
+        mirrored = None if self.x_train_mirrored is None else self.x_train_mirrored[idx]
+        xb = augment(self.x_train[idx], self.cfg.augment, self.aug_gen, self.input_layout, mirrored)
+        yb = self.y_train[idx]
         lam, perm = mixup_draw(len(xb), t.mixup, self.aug_gen) if t.mixup else (1.0, None)
         xb, yb = xb.to(self.device), yb.to(self.device)  # augmentation ran on the CPU, seeded as there
         logits = self.model(xb if perm is None else lam * xb + (1 - lam) * xb[perm])
@@ -260,7 +271,7 @@ class _Run:
     def sample_loss(self) -> torch.Tensor:
         """A training batch's loss, for methods that score weights before training (SNIP)."""
         idx = torch.randperm(len(self.x_train), generator=self.shuffle_gen)[: self.batch_size]
-        return self.batch_loss(self.x_train[idx], self.y_train[idx])[0]
+        return self.batch_loss(idx)[0]
 
     def train_epoch(self) -> dict[str, float]:
         self.model.train()
@@ -272,7 +283,7 @@ class _Run:
             lr = lr_at(self.cfg, (self.step_count - self.phase_start) / phase_len)
             for g in self.optimizer.param_groups:
                 g["lr"] = lr
-            loss, logits = self.pruner.task_loss(lambda: self.batch_loss(self.x_train[idx], self.y_train[idx]))
+            loss, logits = self.pruner.task_loss(lambda: self.batch_loss(idx))
             penalty = self.pruner.penalty()
             self.optimizer.zero_grad(set_to_none=True)
             (loss + penalty).backward()
