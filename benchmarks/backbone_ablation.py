@@ -114,8 +114,8 @@ def run_paired(name: str, variant: str, overrides: dict, seeds: list[int], args:
 
 def paired_table(paired: dict) -> str:
     lines = ["| dataset | variant | seeds x splits | default % | variant % | variant − default (points) | 95% t-interval | "
-             "bootstrap | wins / ties / losses | resolved | s/run (default, variant) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "bootstrap | wins / ties / losses | resolved | s/run (default, variant) | sitting |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, entries in paired.items():
         for variant, r in entries.items():
             lo, hi = r["ci95"]
@@ -124,7 +124,9 @@ def paired_table(paired: dict) -> str:
                          f"{100 * r['variant']['class_avg_acc']:.2f} | {100 * r['diff']:+.2f} | "
                          f"[{100 * lo:+.2f}, {100 * hi:+.2f}] | [{100 * r['bootstrap95'][0]:+.2f}, {100 * r['bootstrap95'][1]:+.2f}] | "
                          f"{r['wins']} / {r['ties']} / {r['losses']} | {verdict} | "
-                         f"{r['default']['wall_s_per_run']:.0f}, {r['variant']['wall_s_per_run']:.0f} |")
+                         f"{r['default']['wall_s_per_run']:.0f}, {r['variant']['wall_s_per_run']:.0f} | "
+                         f"{r['fingerprint']['cpu_model']} (torch {r['fingerprint']['torch_cpu_capability']}), "
+                         f"{r['sitting_wall_s'] / 60:.0f} min with {r.get('workers', 2)} workers |")
     return "\n".join(lines) + "\n"
 
 
@@ -268,7 +270,7 @@ def main() -> None:
         for name in names:
             for variant in (v for v in args.paired if v in every[name]):
                 r = run_paired(name, variant, every[name][variant], seeds, args)
-                r["sitting_wall_s"] = round(time.perf_counter() - t0, 1)
+                r["sitting_wall_s"], r["workers"] = round(time.perf_counter() - t0, 1), args.workers
                 r["command"] = f"python benchmarks/backbone_ablation.py --only {name} --paired '{variant}' --seeds {args.seeds}"
                 results.setdefault("paired", {}).setdefault(name, {})[variant] = r
                 print(f"{name} {variant} - default: {100 * r['diff']:+.2f} [{100 * r['ci95'][0]:+.2f}, "
