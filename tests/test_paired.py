@@ -235,3 +235,26 @@ def test_an_interrupted_sitting_is_recorded(tmp_path, monkeypatch):
     assert old == {"sweep_wall_s": 50.0, "failed": []} and "sweep_wall_s" not in entry and entry["runs"] == 3
     assert new["seeds"] == [3] and new["interrupted"] is True and new["sweep_wall_s"] >= 0
     assert pt.sittings(entry) == entry["sittings"]  # read back: not counted twice
+
+
+def test_a_named_pmp_variant_is_paired_with_the_methods_that_are_not_pmp(tmp_path):
+    """pmp@v gets its own paired table: pmp@v minus gmp and dense by hand; never minus pmp (that pair is
+    in PMP's own table, with the sign flipped)."""
+    runs = tmp_path / "runs"
+    for seed, (dense, pmp, var, gmp) in enumerate(((0.90, 0.80, 0.85, 0.82), (0.92, 0.81, 0.88, 0.84))):
+        _write(runs, f"dense_s{seed}", method="dense", rate=0.0, seed=seed, class_avg_acc=dense)
+        _write(runs, f"pmp_s{seed}", method="pmp", rate=0.99, seed=seed, class_avg_acc=pmp)
+        _write(runs, f"gmp_s{seed}", method="gmp", rate=0.99, seed=seed, class_avg_acc=gmp)
+        _write(runs, f"pmp-v_s{seed}", {"pruning.method": "pmp@v", "pruning.rate": 0.99, "train.seed": seed},
+               method="pmp", rate=0.99, seed=seed, class_avg_acc=var)
+    rep = report(runs, tmp_path / "out")
+    got = {(p.reference, p.other): p.stats for p in rep.variant_paired}
+    assert set(got) == {("pmp@v", "dense"), ("pmp@v", "gmp")}
+    assert (got["pmp@v", "gmp"].mean, got["pmp@v", "gmp"].wins) == (pytest.approx(3.5), 2)  # +3, +4 points
+    assert got["pmp@v", "dense"].mean == pytest.approx(-4.5)  # -5, -4 points
+    assert {(p.reference, p.other) for p in rep.paired} == {("pmp", "dense"), ("pmp", "pmp@v"), ("pmp", "gmp")}
+    assert "### Paired differences: pmp@v minus each method that is not pmp" in rep.markdown
+    with open(tmp_path / "out" / "paired.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted((r["reference"], r["other"]) for r in rows) == [
+        ("pmp", "dense"), ("pmp", "gmp"), ("pmp", "pmp@v"), ("pmp@v", "dense"), ("pmp@v", "gmp")]

@@ -6,7 +6,8 @@ fractions as in metrics.json; the Markdown table shows percentages, mean ± samp
 (ddof=1) over seeds and folds, and n, the number of runs in the cell.
 
 Runs of two methods that share a seed and fold (and the table's variant) are paired: `paired.csv`
-and the paired tables give, per rate, PMP minus each other method over those pairs (docs/sweeps.md).
+and the paired tables give, per rate, PMP minus each other method over those pairs (docs/sweeps.md);
+each named variant of PMP (`pmp@global-lam0`) gets its own table against the methods that are not PMP.
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ class Report:
     files: list[Path] = field(default_factory=list)
     unreadable: list[Path] = field(default_factory=list)  # metrics.json/run.json files that failed to parse or verify
     paired: list[Paired] = field(default_factory=list)
+    variant_paired: list[Paired] = field(default_factory=list)  # each named PMP variant minus the non-PMP methods
 
 
 def _variant(run_info: dict[str, Any] | None) -> tuple[str, str]:
@@ -259,6 +261,13 @@ def pair(records: list[RunRecord], reference: str = REFERENCE) -> list[Paired]:
                 oth = by_cell.get((other, 0.0 if split_label(other)[0] == "dense" else rate), {})
                 out.append(_pair_cell(group, rate, reference, ref, other, oth))
     return out
+
+
+def pair_variants(records: list[RunRecord]) -> list[Paired]:
+    """Each named variant of the reference (`pmp@...`) minus every method that is not the reference
+    or one of its variants: whether a variant leads the baselines is then read from pairs too."""
+    labels = sorted({r.label for r in records if split_label(r.label)[0] == REFERENCE and r.label != REFERENCE})
+    return [p for label in labels for p in pair(records, label) if split_label(p.other)[0] != REFERENCE]
 
 
 def _pair_cell(group: tuple[str, str], rate: float, reference: str, ref: dict, other: str, oth: dict) -> Paired:
@@ -417,11 +426,11 @@ def report(
     archives = [Path(a) for a in archives or []]
     records, unreadable = collect(runs_dir, archives)
     cells = summarize(records)
-    paired = pair(records)
+    paired, variant_paired = pair(records), pair_variants(records)
     files = [
         _write_csv(out / "results.csv", COLUMNS, [r.row for r in records]),
         _write_csv(out / "summary.csv", SUMMARY_COLUMNS, [c.summary_row() for c in cells]),
-        _write_csv(out / "paired.csv", PAIRED_COLUMNS, [p.row() for p in paired]),
+        _write_csv(out / "paired.csv", PAIRED_COLUMNS, [p.row() for p in paired + variant_paired]),
     ]
 
     sections = [
@@ -443,10 +452,14 @@ def report(
         sections += ["", f"## {_title(group)}", "", markdown_table(group_cells)]
         if group_paired:
             sections += ["", f"### Paired differences: {REFERENCE} minus each method", "", paired_table(group_paired)]
+        for label in dict.fromkeys(p.reference for p in variant_paired if (p.dataset, p.variant) == group):
+            rows = [p for p in variant_paired if (p.dataset, p.variant) == group and p.reference == label]
+            sections += ["", f"### Paired differences: {label} minus each method that is not {REFERENCE}", "",
+                         paired_table(rows)]
         sections += [f"\n![{p.stem}](plots/{p.name})" for p in plot_files]
     if unreadable:
         sections += ["", "Unreadable metrics files (skipped): " + ", ".join(f"`{p}`" for p in unreadable)]
     markdown = "\n".join(sections) + "\n"
     (out / "results.md").write_text(markdown)
     files.append(out / "results.md")
-    return Report(records, cells, markdown, files, unreadable, paired)
+    return Report(records, cells, markdown, files, unreadable, paired, variant_paired)
