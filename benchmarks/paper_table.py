@@ -135,8 +135,8 @@ def main() -> None:
     pmp_json: dict = {}
     baselines_json: dict = {}
     timing: dict = {}
-    old_timing = json.loads((RESULTS / "pmp.json").read_text()).get("meta", {}).get("timing", {}) \
-        if (RESULTS / "pmp.json").is_file() else {}
+    old_meta = json.loads((RESULTS / "pmp.json").read_text()).get("meta", {}) if (RESULTS / "pmp.json").is_file() else {}
+    old_timing = old_meta.get("timing", {})
     reports: dict = {}
     for name, spec_path in DATASETS.items():
         if args.only and name != args.only:
@@ -184,7 +184,9 @@ def main() -> None:
     if not args.only:
         write_results_doc(timing, reports, meta_machine=machine())
         update_readme(reports, timing)
-    meta = {"machine": machine(), "fingerprint": machine_fingerprint(), "timing": {**old_timing, **timing},
+    # a report-only call ran nothing: the machine that made the runs stays on record
+    made_on = ({k: old_meta[k] for k in ("machine", "fingerprint") if k in old_meta} if args.report_only else {})
+    meta = {"machine": machine(), "fingerprint": machine_fingerprint(), **made_on, "timing": {**old_timing, **timing},
             "command": "python benchmarks/paper_table.py"}
     _merge_write(RESULTS / "pmp.json", {**pmp_json, **cost, "meta": meta})
     _merge_write(RESULTS / "baselines.json", {**baselines_json, "meta": meta})
