@@ -135,7 +135,6 @@ def _slug(variant: str) -> str:
 
 
 def table(results: dict) -> str:
-    results = {k: v for k, v in results.items() if k != "paired"}
     lines = ["| dataset | variant | class-avg acc % (mean +- std) | 95% CI | vs default | resolved | runs | s/run | weights |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, res in results.items():
@@ -217,7 +216,7 @@ def _grid_dense_agreement(name: str, entry: dict) -> tuple[int, int]:
 def write_tables(results: dict) -> str:
     """docs/results/backbone_ablation.md (and _paired.md when there are paired checks); the first's text."""
     (ROOT / "docs/results").mkdir(parents=True, exist_ok=True)
-    md = table({k: v for k, v in results.items() if k != "meta"})
+    md = table({k: v for k, v in results.items() if k not in ("meta", "paired")})
     (ROOT / "docs/results/backbone_ablation.md").write_text(md)
     if results.get("paired"):
         (ROOT / "docs/results/backbone_ablation_paired.md").write_text(paired_table(results["paired"]))
@@ -252,7 +251,6 @@ def main() -> None:
     path = RESULTS / "backbone_ablation.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
     if args.report_only:
-        results.pop("meta", None)
         write_tables(results)
         update_results_doc()
         return
