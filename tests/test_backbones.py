@@ -194,8 +194,9 @@ def test_compiled_joint_distances_match_the_layer(batch, frames, nodes, coords, 
     if nodes > 1:
         k = nodes - 2  # the pair (0, nodes - 1) is the (nodes - 1)-th of row 0
         assert float(ref[:, k].abs().max()) == 0.0
-        i, j = int(layer.first[1 % len(layer.first)]), int(layer.second[1 % len(layer.first)])
-        torch.testing.assert_close(ref[:, 1 % len(layer.first)], (p[:, :, i] - p[:, :, j]).norm(dim=-1))
+        first, second = layer.joint_pairs()
+        c = 1 % len(first)
+        torch.testing.assert_close(ref[:, c], (p[:, :, int(first[c])] - p[:, :, int(second[c])]).norm(dim=-1))
     else:
         assert float(ref.abs().max()) == 0.0
 

@@ -17,6 +17,11 @@ import numpy as np
 LAYOUTS = ("hand", "two_person", "generic")
 
 
+def persons_of(layout: str) -> int:
+    """Bodies per frame: a "two_person" layout stacks two of V/2 joints, every other layout one."""
+    return 2 if layout == "two_person" else 1
+
+
 class DataFormatError(ValueError):
     """A dataset file is missing or malformed. The message names the file (and line or field)."""
 
@@ -80,14 +85,15 @@ class SkeletonDataset:
         v = shape[0]
         if self.layout == "two_person" and v % 2:
             raise DataFormatError(f"{self.name}: layout 'two_person' needs an even joint count, got {v}")
-        if not 0 <= self.root_joint < (v // 2 if self.layout == "two_person" else v):
+        joints = v // persons_of(self.layout)
+        if not 0 <= self.root_joint < joints:
             raise DataFormatError(f"{self.name}: root_joint {self.root_joint} out of range for V={v}")
         if len(self.labels) and not (0 <= self.labels.min() and self.labels.max() < self.num_classes):
             raise DataFormatError(f"{self.name}: labels outside 0..{self.num_classes - 1}")
         for a, b in self.edges or []:
             if not (0 <= a < v and 0 <= b < v):
                 raise DataFormatError(f"{self.name}: edge ({a}, {b}) outside 0..{v - 1}")
-        problem = self.flip_pairs and flip_pairs_problem(self.flip_pairs, v // 2 if self.layout == "two_person" else v)
+        problem = self.flip_pairs and flip_pairs_problem(self.flip_pairs, joints)
         if problem:
             raise DataFormatError(f"{self.name}: flip_pairs: {problem}")
         for s in self.splits:
@@ -102,6 +108,10 @@ class SkeletonDataset:
     @property
     def num_nodes(self) -> int:
         return int(self.sequences[0].shape[1])
+
+    @property
+    def persons(self) -> int:
+        return persons_of(self.layout)
 
     @property
     def num_channels(self) -> int:

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import torch
 
 FEATURES = ("position", "distance", "distance_within", "distance_cross", "bone", "angle", "motion")
-KINDS = ("vector", "length", "scalar")
 _TINY = 1e-8
 
 

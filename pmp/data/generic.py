@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from .base import LAYOUTS, DataFormatError, SkeletonDataset, Split, flip_pairs_problem, fold_splits
+from .base import LAYOUTS, DataFormatError, SkeletonDataset, Split, flip_pairs_problem, fold_splits, persons_of
 
 OPTIONAL = {"lengths", "class_names", "edges", "flip_pairs", "layout", "root_joint"}
 _PER_SEQUENCE = re.compile(r"x_(0|[1-9][0-9]*)")
@@ -87,12 +87,13 @@ def dataset_from_fields(path: Path, fields: dict[str, np.ndarray]) -> SkeletonDa
     if layout == "two_person" and v % 2:
         raise bad("layout", f"two_person needs an even number of joints, got V={v}")
     root_joint = int(_scalar(fields, "root_joint", "iu", 0, bad))
-    if not 0 <= root_joint < (v // 2 if layout == "two_person" else v):
+    joints = v // persons_of(layout)
+    if not 0 <= root_joint < joints:
         raise bad("root_joint", f"{root_joint} is not a joint of one person")
     flip_pairs = None
     if "flip_pairs" in fields:
         flip_pairs = [(int(a), int(b)) for a, b in _ints(fields["flip_pairs"], "flip_pairs", (-1, 2), bad)]
-        problem = flip_pairs_problem(flip_pairs, v // 2 if layout == "two_person" else v)
+        problem = flip_pairs_problem(flip_pairs, joints)
         if problem:
             raise bad("flip_pairs", problem)
     splits = _splits(fields["split"], n, bad)

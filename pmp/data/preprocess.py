@@ -97,10 +97,6 @@ class AugmentConfig:
         return not (self.rotate or self.scale or self.noise or self.time_warp or self.swap or self.flip)
 
 
-def persons(ds: SkeletonDataset) -> int:
-    return 2 if ds.layout == "two_person" else 1
-
-
 def mirror(ds: SkeletonDataset, axis: int = 0) -> SkeletonDataset:
     """The mirror image of every sequence: coordinate `axis` negated and each of the dataset's
     `flip_pairs` exchanged in every person, so that a left arm is again called a left arm."""
@@ -109,7 +105,7 @@ def mirror(ds: SkeletonDataset, axis: int = 0) -> SkeletonDataset:
                               "joints, [] if mirroring renames none); this dataset declares none (docs/data.md)")
     if not 0 <= axis < ds.num_channels:
         raise ValueError(f"{ds.name}: flip axis {axis} is not one of its {ds.num_channels} coordinates")
-    order = mirror_permutation(ds.flip_pairs, ds.num_nodes // persons(ds), persons(ds))
+    order = mirror_permutation(ds.flip_pairs, ds.num_nodes // ds.persons, ds.persons)
     sign = np.ones(ds.num_channels)
     sign[axis] = -1.0
     return dataclasses.replace(ds, sequences=[s[:, order] * sign for s in ds.sequences])
@@ -117,7 +113,7 @@ def mirror(ds: SkeletonDataset, axis: int = 0) -> SkeletonDataset:
 
 def layout_of(ds: SkeletonDataset, cfg: PreprocessConfig) -> InputLayout:
     """The channel groups of `preprocess(ds, cfg)` (what augmentation needs), computed from sizes only."""
-    return input_layout(list(cfg.features), ds.num_nodes, ds.num_channels, persons(ds), list(cfg.motion_steps))
+    return input_layout(list(cfg.features), ds.num_nodes, ds.num_channels, ds.persons, list(cfg.motion_steps))
 
 
 def preprocess(ds: SkeletonDataset, cfg: PreprocessConfig) -> torch.Tensor:
@@ -138,7 +134,7 @@ def preprocess(ds: SkeletonDataset, cfg: PreprocessConfig) -> torch.Tensor:
     x = _center(frames, center, ds.root_joint) / _size(frames, scale, ds.edges or [])[frames.seg, None, None]
     grid = torch.linspace(0, 1, cfg.frames, dtype=torch.float64)
     x = _lerp(x, frames.start[:, None] + (frames.length - 1)[:, None] * grid, frames.last[:, None])
-    k = persons(ds)
+    k = ds.persons
     roots = [ds.root_joint + p * (ds.num_nodes // k) for p in range(k)]
     x = compute_features(x, list(cfg.features), k, ds.edges, roots, list(cfg.motion_steps))
     if cfg.chunks:

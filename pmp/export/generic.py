@@ -283,8 +283,7 @@ class CompiledJointDistances(nn.Module):
 
     def __init__(self, layer: JointDistances):
         super().__init__()
-        self.first = layer.first.numpy().astype(np.int64)
-        self.second = layer.second.numpy().astype(np.int64)
+        self.first, self.second = layer.joint_pairs()
 
     def forward(self, p: torch.Tensor) -> torch.Tensor:
         out = np.empty((p.shape[0], len(self.first), p.shape[1]), np.float32)

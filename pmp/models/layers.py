@@ -7,6 +7,7 @@ runs exactly these torch ops.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -17,12 +18,18 @@ class JointDistances(nn.Module):
 
     def __init__(self, num_nodes: int):
         super().__init__()
-        v = num_nodes
+        self.num_nodes = v = num_nodes
         self.pairs = max(v * (v - 1) // 2, 1)
-        iu = torch.triu_indices(v, v, offset=1) if v > 1 else torch.zeros(2, 1, dtype=torch.long)
-        self.register_buffer("first", iu[0], persistent=False)
-        self.register_buffer("second", iu[1], persistent=False)
-        self.register_buffer("pairs_flat", iu[0] * v + iu[1], persistent=False)  # in the flat V x V matrix
+        first, second = self.joint_pairs()
+        self.register_buffer("pairs_flat", torch.from_numpy(first * v + second), persistent=False)  # flat V x V
+
+    def joint_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """The (first, second) joints of each output channel: (0, 0) alone when V = 1."""
+        v = self.num_nodes
+        if v == 1:
+            return np.zeros(1, np.int64), np.zeros(1, np.int64)
+        first, second = np.triu_indices(v, k=1)
+        return first.astype(np.int64), second.astype(np.int64)
 
     def forward(self, p: torch.Tensor) -> torch.Tensor:
         b, t, v = p.shape[:3]

@@ -129,6 +129,8 @@ def split_data(cfg: ExperimentConfig, data_root: str | None = None) -> SplitData
     mirrored = None
     if cfg.augment.flip:
         try:
+            # the whole dataset, then its train rows: preprocessing works on segment sums over all
+            # frames, so a subset would round differently (2e-7) from the originals beside it
             mirrored = preprocess(mirror(ds, cfg.augment.flip_axis), cfg.preprocess)[tr]
         except (DataFormatError, ValueError) as e:
             raise ConfigError(f"augment.flip: {e}") from None
