@@ -1,8 +1,9 @@
 """The default dense backbone on FPHA (official 1:1, 5 seeds) and SBU (official 5 folds x 3 seeds).
 
-Trains the `dense` runs of configs/sweeps/{fpha,sbu}.yaml in the sweeps' own run folders (so the
-full comparison, benchmarks/paper_table.py, reuses them instead of training them again; finished
-runs are not retrained) and writes benchmarks/results/dense.json: accuracy per run, mean, std and
+Trains the `dense` runs of configs/sweeps/{fpha,sbu}.yaml in the sweeps' own run folders, after
+restoring the sweeps' archives (benchmarks/results/archive/{fpha,sbu}.jsonl), so that these are the
+very runs of the full comparison (benchmarks/paper_table.py) and its dense cells: finished runs are
+not retrained, on a fresh checkout either. Writes benchmarks/results/dense.json: accuracy per run, mean, std and
 a 95% t-interval of the mean, SBU per fold and SBU's fold 5 alone (65 test sequences, the single
 split the seed paper's family most likely reports), parameter count, wall time per run.
 
@@ -22,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from backbone_ablation import update_results_doc  # noqa: E402
-from paper_table import DATASETS, RESULTS, machine  # noqa: E402
+from paper_table import ARCHIVES, DATASETS, RESULTS, machine  # noqa: E402
 
-from pmp.experiments import load_sweep, run_sweep  # noqa: E402
+from pmp.experiments import archive, load_sweep, run_sweep  # noqa: E402
 from pmp.experiments.stats import mean_ci  # noqa: E402
 from pmp.experiments.sweep import read_metrics  # noqa: E402
 from pmp.machine import machine_fingerprint  # noqa: E402
@@ -60,7 +61,9 @@ def main() -> None:
         spec = load_sweep(spec_path)
         out.setdefault("backbone", load_config(spec.base).model.name)
         dense = dataclasses.replace(spec, grid={**spec.grid, "pruning.method": ["dense"]})
-        result = run_sweep(dense, workers=args.workers, data_root=args.data_root)
+        with archive.kept(ARCHIVES / f"{spec.name}.jsonl", spec.out) as restored:
+            print(f"{name}: {len(restored)} finished runs of the grid restored")
+            result = run_sweep(dense, workers=args.workers, data_root=args.data_root)
         runs = [m for m in (read_metrics(spec.out / o.run_id) for o in result.runs) if m is not None]
         out[name] = {**summarize(name, runs), "config": str(spec.base),
                      "failed": [o.run_id for o in result.failed]}
