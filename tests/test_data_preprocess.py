@@ -59,6 +59,20 @@ def test_resample_to_same_length_is_identity() -> None:
     torch.testing.assert_close(resample(x, 17), x)
 
 
+@FAST
+@given(lengths=st.lists(st.integers(1, 30), min_size=1, max_size=6), frames=st.integers(1, 40),
+       seed=st.integers(0, 2**16))
+def test_resample_of_concatenated_sequences_is_each_resampled_alone(lengths: list[int], frames: int, seed: int) -> None:
+    """The batched form preprocess() uses: no sequence reads a neighbour's frames (to float64 rounding:
+    an offset start moves the fractional positions by an ulp)."""
+    seqs = [torch.from_numpy(np.random.default_rng(seed + i).normal(size=(t, 2, 3))) for i, t in enumerate(lengths)]
+    length = torch.tensor(lengths)
+    out = resample(torch.cat(seqs), frames, torch.cumsum(length, 0) - length, length)
+    assert out.shape == (len(seqs), frames, 2, 3)
+    for got, seq in zip(out, seqs):
+        torch.testing.assert_close(got, resample(seq, frames), rtol=0, atol=1e-12)  # offsets round apart
+
+
 def test_preprocess_without_centre_or_scale_only_resamples() -> None:
     seqs = random_seqs(0)
     x = preprocess(dataset(seqs), PreprocessConfig(frames=9, center="none", scale="none"))

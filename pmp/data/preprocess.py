@@ -132,8 +132,7 @@ def preprocess(ds: SkeletonDataset, cfg: PreprocessConfig) -> torch.Tensor:
         raise ValueError(f"scale='bone' needs edges; {ds.name} has none (use 'std')")
     frames = _Frames(ds)
     x = _center(frames, center, ds.root_joint) / _size(frames, scale, ds.edges or [])[frames.seg, None, None]
-    grid = torch.linspace(0, 1, cfg.frames, dtype=torch.float64)
-    x = _lerp(x, frames.start[:, None] + (frames.length - 1)[:, None] * grid, frames.last[:, None])
+    x = resample(x, cfg.frames, frames.start, frames.length)
     k = ds.persons
     roots = [ds.root_joint + p * (ds.num_nodes // k) for p in range(k)]
     x = compute_features(x, list(cfg.features), k, ds.edges, roots, list(cfg.motion_steps))
@@ -149,7 +148,6 @@ class _Frames:
         self.x = torch.from_numpy(np.concatenate(ds.sequences).astype(np.float64, copy=False))
         self.length = torch.from_numpy(ds.lengths)
         self.start = torch.cumsum(self.length, 0) - self.length
-        self.last = self.start + self.length - 1
         self.seg = torch.repeat_interleave(torch.arange(len(self.length)), self.length)
 
     def mean(self, values: torch.Tensor) -> torch.Tensor:
@@ -187,11 +185,16 @@ def _size(f: _Frames, mode: str, edges: list[tuple[int, int]]) -> torch.Tensor:
     return torch.where(s > _TINY, s, 1.0)
 
 
-def resample(x: torch.Tensor, frames: int) -> torch.Tensor:
-    """(T, V, C) -> (frames, V, C) by linear interpolation over time; first and last frames kept
-    (for frames >= 2); works for any T >= 1, shorter or longer than `frames`."""
-    pos = torch.linspace(0, len(x) - 1, frames, dtype=torch.float64)
-    return _lerp(x, pos, torch.tensor(len(x) - 1))
+def resample(x: torch.Tensor, frames: int, start: torch.Tensor | None = None,
+             length: torch.Tensor | None = None) -> torch.Tensor:
+    """Sequences concatenated along time (sum T_i, V, C), sequence i at frames [start_i, start_i +
+    length_i), each to `frames` frames by linear interpolation -> (N, frames, V, C); without
+    start/length, x is one sequence (T, V, C) -> (frames, V, C). First and last frames are kept
+    (frames >= 2); any T_i >= 1, shorter or longer than `frames`."""
+    if start is None or length is None:
+        return resample(x, frames, torch.tensor([0]), torch.tensor([len(x)]))[0]
+    grid = torch.linspace(0, 1, frames, dtype=torch.float64)
+    return _lerp(x, start[:, None] + (length - 1)[:, None] * grid, (start + length - 1)[:, None])
 
 
 def _lerp(x: torch.Tensor, pos: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
