@@ -9,11 +9,13 @@ so an interrupted ablation continues where it stopped.
     python benchmarks/backbone_ablation.py --data-root ../shared/data [--workers 2] [--only fpha]
     python benchmarks/backbone_ablation.py --only sbu --variant 'train.epochs=160'   # add one variant
     python benchmarks/backbone_ablation.py --only sbu --paired 'augment.flip=0.5' --seeds 0,1,2
+    python benchmarks/backbone_ablation.py --only sbu --config configs/sbu_stgcn.yaml --paired '+ distance'
 
 --paired runs a variant and the default side by side in one sitting (one machine), over --seeds
 and every split, and reports the difference over the pairs that share seed and split (a t- and a
 bootstrap interval, wins): the check that resolves a choice worth changing a default for, where
-the one-at-a-time table (few seeds, unpaired, sittings on several machines) cannot.
+the one-at-a-time table (few seeds, unpaired, sittings on several machines) cannot. --config makes
+another config of the dataset (another backbone's) the default of a paired check.
 """
 
 from __future__ import annotations
@@ -41,21 +43,21 @@ PROTOCOL = {"fpha": {"train.seed": [0, 1, 2], "data.split": ["1:1"]},
             "sbu": {"train.seed": [0], "data.split": ["1", "2", "3", "4", "5"]}}
 
 
-def variants(name: str) -> dict[str, dict]:
-    """Variant -> overrides of the dataset's default config. Features are removed one at a time from
-    the default list; the other choices are switched to their alternative."""
-    cfg = load_config(CONFIGS[name])
+def variants(name: str, config: Path | None = None) -> dict[str, dict]:
+    """Variant -> overrides of the dataset's default config (or `config`). Features are removed one
+    at a time from the default list; the other choices are switched to their alternative."""
+    cfg = load_config(config or CONFIGS[name])
     feats = list(cfg.preprocess.features)
     out: dict[str, dict] = {"default": {}}
     for f in feats:
         if len(feats) > 1:
             out[f"- {f}"] = {"preprocess.features": [g for g in feats if g != f]}
-    for f in ("motion", "bone", "angle"):
+    for f in ("motion", "bone", "angle", "distance"):
         if f not in feats:
             out[f"+ {f}"] = {"preprocess.features": feats + [f]}
     if "motion" not in feats:
         out["+ motion (steps 1, 4)"] = {"preprocess.features": feats + ["motion"], "preprocess.motion_steps": [1, 4]}
-    if "distance" in feats and load_config(CONFIGS[name]).data.name == "sbu":  # the two-person subsets
+    if "distance" in feats and cfg.data.name == "sbu":  # the two-person subsets
         for sub in ("distance_within", "distance_cross"):
             out[f"distance -> {sub}"] = {"preprocess.features": [sub if g == "distance" else g for g in feats]}
     aug = cfg.augment
@@ -67,12 +69,13 @@ def variants(name: str) -> dict[str, dict]:
     p = cfg.preprocess
     out["chunks=0 (all frames)" if p.chunks else "chunks=8"] = {"preprocess.chunks": 0 if p.chunks else 8}
     kw = cfg.model.kwargs
-    for key, alt in (("heads", kw.get("heads", 8) // 2), ("hidden", kw.get("hidden", 384) // 2),
-                     ("dropout", 0.5 if kw.get("dropout", 0.3) != 0.5 else 0.3)):
-        out[f"model.{key}={alt:g}"] = {f"model.kwargs.{key}": alt}
-    if kw.get("blocks", 1) == 1:  # depth: the paper family stacks three attention + graph-convolution blocks
-        for blocks in (2, 3):
-            out[f"model.blocks={blocks}"] = {"model.kwargs.blocks": blocks}
+    if cfg.model.name == "agcn":  # its architecture's kwargs; another backbone's config gets none of these
+        for key, alt in (("heads", kw.get("heads", 8) // 2), ("hidden", kw.get("hidden", 384) // 2),
+                         ("dropout", 0.5 if kw.get("dropout", 0.3) != 0.5 else 0.3)):
+            out[f"model.{key}={alt:g}"] = {f"model.kwargs.{key}": alt}
+        if kw.get("blocks", 1) == 1:  # depth: the paper family stacks three attention + graph-convolution blocks
+            for blocks in (2, 3):
+                out[f"model.blocks={blocks}"] = {"model.kwargs.blocks": blocks}
     t = cfg.train  # the schedule: half and twice the epochs, half the batch (twice the steps), a third the lr
     for epochs in (t.epochs // 2, 2 * t.epochs):
         out[f"train.epochs={epochs}"] = {"train.epochs": epochs}
@@ -84,10 +87,11 @@ def variants(name: str) -> dict[str, dict]:
 
 
 def run_variant(name: str, variant: str, overrides: dict, args: argparse.Namespace,
-                protocol: dict | None = None, folder: str = "") -> dict:
-    """Train the variant's runs of `protocol` (default: the dataset's) under work_dirs/ablation/<name>/<folder>."""
+                protocol: dict | None = None, folder: str = "", config: Path | None = None) -> dict:
+    """Train the variant's runs of `protocol` (default: the dataset's) on `config` (default: the
+    dataset's) under work_dirs/ablation/<name>/<folder>."""
     out = ROOT / "work_dirs/ablation" / name / folder / _slug(variant)
-    spec = SweepSpec(name=f"ablation-{name}", base=CONFIGS[name], out=out,
+    spec = SweepSpec(name=f"ablation-{name}", base=config or CONFIGS[name], out=out,
                      grid={"pruning.method": ["dense"], **(protocol or PROTOCOL[name])}, overrides=overrides)
     result = run_sweep(spec, workers=args.workers, data_root=args.data_root, progress=False)
     runs = [m for m in (read_metrics(spec.out / o.run_id) for o in result.runs) if m is not None]
@@ -98,11 +102,13 @@ def run_variant(name: str, variant: str, overrides: dict, args: argparse.Namespa
             "failed": [o.run_id for o in result.failed]}
 
 
-def run_paired(name: str, variant: str, overrides: dict, seeds: list[int], args: argparse.Namespace) -> dict:
-    """The variant and the default over `seeds` x every split, in this sitting; their difference
-    over the pairs of one seed and split."""
+def run_paired(name: str, variant: str, overrides: dict, seeds: list[int], args: argparse.Namespace,
+               config: Path | None = None) -> dict:
+    """The variant and the default (`config`, else the dataset's) over `seeds` x every split, in
+    this sitting; their difference over the pairs of one seed and split."""
     protocol = {**PROTOCOL[name], "train.seed": seeds}
-    arms = {v: run_variant(name, v, o, args, protocol, "paired") for v, o in (("default", {}), (variant, overrides))}
+    folder = "paired" if config is None else f"paired-{config.stem}"
+    arms = {v: run_variant(name, v, o, args, protocol, folder, config) for v, o in (("default", {}), (variant, overrides))}
     acc = {v: {(r["seed"], r["fold"]): r["class_avg_acc"] for r in arm["runs"]} for v, arm in arms.items()}
     pairs = sorted(set(acc["default"]) & set(acc[variant]))
     d = paired_diff([acc[variant][k] for k in pairs], [acc["default"][k] for k in pairs])
@@ -247,6 +253,7 @@ def main() -> None:
     ap.add_argument("--paired", action="append", default=[], metavar="NAME",
                     help="run this variant and the default side by side over --seeds (repeatable)")
     ap.add_argument("--seeds", default="0,1,2", help="with --paired: the seeds, e.g. 0,1,2 (default)")
+    ap.add_argument("--config", type=Path, help="with --paired and --only: another config of the dataset as the default")
     args = ap.parse_args()
     path = RESULTS / "backbone_ablation.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
@@ -255,7 +262,13 @@ def main() -> None:
         update_results_doc()
         return
     names = [n for n in CONFIGS if not args.only or n == args.only]
-    every = {n: variants(n) for n in names}
+    if args.config and not (args.paired and args.only):
+        ap.error("--config goes with --paired and --only DATASET")
+    config = args.config.resolve() if args.config else None
+    shown = config and (config.relative_to(ROOT) if config.is_relative_to(ROOT) else config)
+    if config and load_config(config).data.name != load_config(CONFIGS[args.only]).data.name:
+        ap.error(f"--config {args.config}: not a config of {args.only} (data.name {load_config(config).data.name!r})")
+    every = {n: variants(n, config) for n in names}
     unknown = [v for v in args.variant + args.paired if all(v not in every[n] for n in names)]
     if unknown:
         ap.error(f"--variant/--paired {unknown[0]!r}: not a variant of {', '.join(names)}; they are: "
@@ -267,10 +280,12 @@ def main() -> None:
         t0 = time.perf_counter()
         for name in names:
             for variant in (v for v in args.paired if v in every[name]):
-                r = run_paired(name, variant, every[name][variant], seeds, args)
+                r = run_paired(name, variant, every[name][variant], seeds, args, config)
                 r["sitting_wall_s"], r["workers"] = round(time.perf_counter() - t0, 1), args.workers
-                r["command"] = f"python benchmarks/backbone_ablation.py --only {name} --paired '{variant}' --seeds {args.seeds}"
-                results.setdefault("paired", {}).setdefault(name, {})[variant] = r
+                on = f" --config {shown}" if config else ""
+                r["command"] = f"python benchmarks/backbone_ablation.py --only {name}{on} --paired '{variant}' --seeds {args.seeds}"
+                label = variant if config is None else f"{shown}: {variant}"
+                results.setdefault("paired", {}).setdefault(name, {})[label] = r
                 print(f"{name} {variant} - default: {100 * r['diff']:+.2f} [{100 * r['ci95'][0]:+.2f}, "
                       f"{100 * r['ci95'][1]:+.2f}] over {r['n_pairs']} pairs", flush=True)
                 path.write_text(json.dumps(results, indent=2))

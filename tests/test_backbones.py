@@ -5,6 +5,7 @@ model (any size, every conv mode)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -347,4 +348,12 @@ def test_backbone_ablation_variants_are_real_changes_of_the_defaults():
         twice = f"train.epochs={2 * base.train.epochs}"
         assert found[twice] == {"train.epochs": 2 * base.train.epochs}
         assert found["model.blocks=3"] == {"model.kwargs.blocks": 3}
+    # another backbone's config (--config): its own feature and schedule variants, no agcn kwargs
+    other = Path(abl.ROOT) / "configs/sbu_stgcn.yaml"
+    found = abl.variants("sbu", other)
+    assert found["+ distance"] == {"preprocess.features": ["position", "distance"]}
+    assert not any(v.startswith("model.") for v in found)
+    for variant, overrides in found.items():
+        if variant != "default":
+            assert apply_overrides(load_config(other), overrides).to_dict() != load_config(other).to_dict(), variant
 

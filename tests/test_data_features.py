@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from pmp.data import AugmentConfig, DataFormatError, PreprocessConfig, SkeletonDataset, Split, augment, preprocess
 from pmp.data.features import FEATURES, chunk_means, compute_features, input_layout, motion
-from pmp.data.preprocess import layout_of, mirror
+from pmp.data.preprocess import layout_of, mirror, swap_persons
 
 FAST = settings(max_examples=30, deadline=None)
 HAND_EDGES = [(0, 1), (1, 2), (0, 3)]
@@ -150,6 +150,15 @@ def test_swap_exchanges_persons_and_matches_swapped_data() -> None:
     # centring on the pair's midpoint and the per-sequence scale are symmetric in the two persons
     torch.testing.assert_close(out, preprocess(swapped, cfg), rtol=1e-5, atol=1e-5)
     assert torch.equal(augment(x, AugmentConfig(swap=1e-9), torch.Generator().manual_seed(0), layout), x)
+
+
+def test_swap_persons_is_the_swapped_data_and_an_involution() -> None:
+    ds, cfg, x, _ = pair_batch()
+    swapped = dataset([np.concatenate([s[:, 3:], s[:, :3]], 1) for s in ds.sequences], "two_person", PAIR_EDGES)
+    torch.testing.assert_close(swap_persons(x), preprocess(swapped, cfg), rtol=1e-5, atol=1e-5)
+    assert torch.equal(swap_persons(swap_persons(x)), x)
+    with pytest.raises(ValueError, match="5 joints"):
+        swap_persons(torch.zeros(1, 2, 5, 3))
 
 
 @FAST

@@ -206,6 +206,16 @@ def _lerp(x: torch.Tensor, pos: torch.Tensor, last: torch.Tensor) -> torch.Tenso
     return x[i0] * (1 - w) + x[i1] * w
 
 
+def swap_persons(x: torch.Tensor) -> torch.Tensor:
+    """A two-person batch (B, T, V, C') with the persons exchanged: the joints are stored person by
+    person and every feature is computed own person first (features.py), so the swap is a roll of
+    the joint axis by half, exact for every channel."""
+    v = x.shape[2]
+    if v % 2:
+        raise ValueError(f"swap_persons needs two persons of equal size, got {v} joints")
+    return torch.cat([x[:, :, v // 2 :], x[:, :, : v // 2]], dim=2)
+
+
 def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator,
             layout: InputLayout | None = None, mirrored: torch.Tensor | None = None) -> torch.Tensor:
     """Randomly transform a batch (B, T, V, C'); the same generator state gives the same output.
@@ -258,6 +268,5 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator,
         noise = torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype)
         x = x + cfg.noise * noise.to(x.device)
     if cfg.swap and layout.persons == 2:
-        swapped = torch.cat([x[:, :, v // 2 :], x[:, :, : v // 2]], dim=2)
-        x = torch.where((uniform(b) + 1 < 2 * cfg.swap).view(b, 1, 1, 1), swapped, x)
+        x = torch.where((uniform(b) + 1 < 2 * cfg.swap).view(b, 1, 1, 1), swap_persons(x), x)
     return x
