@@ -285,6 +285,8 @@ def main() -> None:
                 on = f" --config {shown}" if config else ""
                 r["command"] = f"python benchmarks/backbone_ablation.py --only {name}{on} --paired '{variant}' --seeds {args.seeds}"
                 label = variant if config is None else f"{shown}: {variant}"
+                # re-read: another paired check (another dataset) may have written since this one began
+                results = json.loads(path.read_text()) if path.is_file() else {}
                 results.setdefault("paired", {}).setdefault(name, {})[label] = r
                 print(f"{name} {variant} - default: {100 * r['diff']:+.2f} [{100 * r['ci95'][0]:+.2f}, "
                       f"{100 * r['ci95'][1]:+.2f}] over {r['n_pairs']} pairs", flush=True)
