@@ -161,6 +161,7 @@ def test_sampled_rates_are_deterministic_and_in_range() -> None:
     ({"rates": [0.5, 1.0]}, "[0, 1)"),
     ({"rates": RATES, "rate": 0.99}, "outside the trained range"),
     ({"rates": RATES, "eval_rates": [0.3]}, "outside the trained range"),
+    ({"rates": RATES, "hard_tail": 0.1}, "hard_tail"),
 ])
 def test_invalid_options(kwargs, needle) -> None:
     rate = kwargs.pop("rate", 0.0)

@@ -266,30 +266,33 @@ def _train(model: nn.Module, pruner: PMP, opt: torch.optim.Optimizer, batches, s
     return losses
 
 
-def test_checkpoint_resumes_exactly(tmp_path) -> None:
+@pytest.mark.parametrize("hard_tail, cut", [(0.0, 5), (0.3, 5), (0.3, 8)])
+def test_checkpoint_resumes_exactly(tmp_path, hard_tail: float, cut: int) -> None:
+    """Cut before the hard tail, or inside it (steps 8-10 of 10 run with fixed masks)."""
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randn(16, 8, generator=g), torch.randint(0, 2, (16,), generator=g)) for _ in range(10)]
     model = mlp(0)
-    pruner = PMP(model, rate=0.9, subsample=64)
+    pruner = PMP(model, rate=0.9, subsample=64, hard_tail=hard_tail)
     opt = torch.optim.Adam(model.parameters(), 1e-2)
     reference = _train(model, pruner, opt, batches, 0, 10)
     expected = {k: v.clone() for k, v in model.state_dict().items()}
 
     model = mlp(0)
-    pruner = PMP(model, rate=0.9, subsample=64)
+    pruner = PMP(model, rate=0.9, subsample=64, hard_tail=hard_tail)
     opt = torch.optim.Adam(model.parameters(), 1e-2)
-    first = _train(model, pruner, opt, batches, 0, 5)
+    first = _train(model, pruner, opt, batches, 0, cut)
+    assert (pruner.masks is not None) == (cut >= 7 and hard_tail > 0)
     _save(tmp_path, pruner, model)
     opt_state = copy.deepcopy(opt.state_dict())
 
     fresh = mlp(1)  # different initialisation: everything must come from the checkpoint
-    resumed = PMP(fresh, rate=0.9, subsample=64)
+    resumed = PMP(fresh, rate=0.9, subsample=64, hard_tail=hard_tail)
     pruner_state, model_state = _load(tmp_path)
     resumed.load_state_dict(pruner_state)
     fresh.load_state_dict(model_state)
     opt = torch.optim.Adam(fresh.parameters(), 1e-2)
     opt.load_state_dict(opt_state)
-    second = _train(fresh, resumed, opt, batches, 5, 10)
+    second = _train(fresh, resumed, opt, batches, cut, 10)
     assert first + second == reference
     for k, v in fresh.state_dict().items():
         assert torch.equal(v, expected[k]), k
@@ -329,6 +332,43 @@ def test_toy_problem_exact_rate_and_hard_equals_soft(tmp_path) -> None:
     assert pruner.penalty().item() == 0.0 and not pruner.step(1.0)
 
 
+def test_hard_tail_trains_the_network_finalize_returns() -> None:
+    """From progress 1 - hard_tail on: the masks are the exact top-k of that moment and stay fixed,
+    pruned weights are exactly zero, the kept ones still train, the alignment is off, and the
+    network evaluated before finalize() is the finalised one to the bit."""
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(16, 8, generator=g), torch.randint(0, 2, (16,), generator=g)) for _ in range(10)]
+    model = mlp(0)
+    pruner = PMP(model, rate=0.8, hard_tail=0.3)
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    _train(model, pruner, opt, batches, 0, 6)
+    assert pruner.masks is None and pruner.penalty().item() > 0
+    latents = {t.name: pruner.latent(t.name).detach().clone() for t in pruner.targets}
+    _train(model, pruner, opt, batches, 6, 7)  # progress 0.7: the tail starts after this step
+    expected = pruner.compute_masks({k: pruner.latent(k).detach().abs() for k in latents})
+    hardened = {k: m.clone() for k, m in pruner.masks.items()}
+    assert all(torch.equal(hardened[k], expected[k]) for k in latents)
+    assert pruner.penalty().item() == 0.0
+    with pytest.raises(RuntimeError):
+        pruner.soft_to_hard()
+    _train(model, pruner, opt, batches, 7, 10)
+    for name, mask in pruner.masks.items():
+        assert torch.equal(mask, hardened[name])
+        effective = pruner.effective(name)
+        assert int((effective[~mask] != 0).sum()) == 0
+        assert int((~mask).sum()) == round(0.8 * mask.numel())
+        assert not torch.equal(pruner.latent(name)[mask], latents[name][mask])  # the survivors trained
+    x = torch.randn(64, 8, generator=g)
+    with torch.no_grad():
+        before = model(x)
+    masks = pruner.finalize()
+    with torch.no_grad():
+        after = model(x)
+    assert torch.equal(before, after)
+    assert all(torch.equal(masks[k], hardened[k]) for k in masks)
+    assert pruner.describe()["hard_tail"] == 0.3
+
+
 def test_invalid_options() -> None:
     with pytest.raises(ValueError):
         PMP(mlp(), rate=0.5, edge="median")
@@ -338,3 +378,5 @@ def test_invalid_options() -> None:
         PMP(mlp(), rate=0.5, s_start=10.0, s_end=1.0)
     with pytest.raises(ValueError):
         PMP(mlp(), rate=1.0)
+    with pytest.raises(ValueError, match="hard_tail"):
+        PMP(mlp(), rate=0.5, hard_tail=0.6)  # the tail would start before the ramp reaches the rate

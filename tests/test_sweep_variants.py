@@ -124,6 +124,30 @@ def test_ablation_sweep_is_one_factor_at_a_time_around_the_default(path, seeds, 
     build_configs(spec, runs[:: len(runs) // 7])  # every kind of run builds into a valid config
 
 
+@pytest.mark.parametrize("name, base, seeds, splits", [
+    ("hard_tail_sbu", "configs/sbu_stgcn.yaml", [0], ["1", "2", "3", "4", "5"]),
+    ("hard_tail_fpha", "configs/fpha_stgcn.yaml", [0, 1, 2], ["1:1"]),
+])  # fmt: skip
+def test_hard_tail_sweeps_move_only_the_tail_on_the_stgcn_protocol(name, base, seeds, splits):
+    """PMP with and without its hard tail beside GMP, on the backbone grid's seeds and folds; the
+    table goes to the backbone's page."""
+    from test_paired import load_benchmark
+
+    ab = load_benchmark("ablation")
+
+    spec = load_sweep(f"configs/sweeps/{name}.yaml")
+    runs = expand_grid(spec)
+    assert spec.name == name and str(spec.base).endswith(base)
+    assert Counter(r.label for r in runs) == {m: 3 * len(seeds) * len(splits) for m in ("pmp", "pmp@tail", "gmp")}
+    shared = {"pruning.method", "pruning.rate", "train.seed", "data.split"}
+    for r in runs:
+        changed = {k: v for k, v in r.overrides.items() if k not in shared}
+        assert changed == ({"pruning.options.hard_tail": 0.25} if r.label == "pmp@tail" else {}), r.run_id
+    configs = build_configs(spec, [r for r in runs if r.label == "pmp@tail"][:1])
+    assert configs[0].pruning.options == {"hard_tail": 0.25} and configs[0].model.name == "stgcn"
+    assert ab.TUNING_TITLES[name][1] == ab.STGCN_DOC
+
+
 def test_ablation_sweeps_differ_only_in_dataset_and_seeds():
     a, b = (yaml.safe_load(open(f"configs/sweeps/{n}.yaml")) for n in ("ablation", "ablation_sbu"))
     assert a["method_overrides"] == b["method_overrides"] and a["grid"]["method"] == b["grid"]["method"]

@@ -120,6 +120,8 @@ class MRMP(PMP):
             raise ValueError("mrmp: give exactly one of `rates` (a list) and `rate_range` ([lo, hi])")
         if mode not in MODES:
             raise ValueError(f"mrmp: mode must be one of {MODES}, got {mode!r}")
+        if pmp_options.get("hard_tail"):
+            raise ValueError("mrmp: hard_tail fixes one rate's masks, and a multi-rate network has none to fix")
         if points < 1:
             raise ValueError(f"mrmp: points must be >= 1, got {points}")
         if rates is not None:

@@ -128,7 +128,14 @@ class PMP(Pruner):
 
     Sharpness s = s_rel / std(Q) with s_rel geometric in progress from `s_start` to `s_end`: in
     units of each tensor's prior scale, so one schedule fits layers of any fan-in. `prior_scale`
-    None matches each prior's std to the weights' RMS at attach time (see priors.py)."""
+    None matches each prior's std to the weights' RMS at attach time (see priors.py).
+
+    `hard_tail` > 0: the last fraction of training runs on the hard network that `finalize()`
+    returns (the band-stops replaced by the exact top-k masks of that moment, the alignment off),
+    so the survivors and the BatchNorm statistics adapt to it. Without it the band's edge lies
+    between two magnitudes that training pulls together, each weighted about 1/2 by the soft
+    network and 0 or 1 by the hard one; in a small layer feeding a BatchNorm that alone can cost
+    tens of points (docs/backbones/stgcn.md)."""
 
     name = "pmp"
 
@@ -146,6 +153,7 @@ class PMP(Pruner):
         s_end: float = 1e4,
         edge: str = "empirical",
         ramp: float = 0.5,
+        hard_tail: float = 0.0,
         subsample: int = 4096,
         seed: int = 0,
         include: list[str] | None = None,
@@ -161,9 +169,12 @@ class PMP(Pruner):
             raise ValueError(f"pmp: need 0 < s_start <= s_end, got {s_start}, {s_end}")
         if not 0.0 <= ramp < 1.0:
             raise ValueError(f"pmp: ramp must be in [0, 1), got {ramp}")
+        if not 0.0 <= hard_tail < 1.0 - ramp:
+            raise ValueError(f"pmp: hard_tail must be in [0, 1 - ramp) = [0, {1.0 - ramp:g}), got {hard_tail}")
         if lam < 0 or subsample < 1:
             raise ValueError(f"pmp: need lam >= 0 and subsample >= 1, got {lam}, {subsample}")
         self.prior_name, self.alignment_name, self.edge_rule, self.ramp = prior, alignment, edge, float(ramp)
+        self.hard_tail = float(hard_tail)
         self.lam, self.s_start, self.s_end, self.subsample = float(lam), float(s_start), float(s_end), int(subsample)
         self.generator = torch.Generator(device=self.latent(self.targets[0].name).device).manual_seed(seed)
         names = [[t.name] for t in self.targets] if scope == "layer" else [[t.name for t in self.targets]]
@@ -200,7 +211,7 @@ class PMP(Pruner):
     def penalty(self) -> torch.Tensor:
         """lam * mean over groups of D(P || Q) on a random subsample of each group's latent weights."""
         device = self.latent(self.targets[0].name).device
-        if self.finalized or self.lam == 0.0:
+        if self.finalized or self.masks is not None or self.lam == 0.0:
             return torch.zeros((), device=device)
         by_size: dict[int, list[torch.Tensor]] = {}  # groups with equal sample sizes go in one batch
         for g in self._groups:
@@ -209,11 +220,27 @@ class PMP(Pruner):
         return self.lam * torch.cat([self._align(torch.stack(xs)) for xs in by_size.values()]).mean()
 
     def step(self, progress: float) -> bool:
-        if self.finalized:
-            return super().step(progress)
         self.progress = min(max(float(progress), 0.0), 1.0)
+        if self.finalized or self.masks is not None:
+            return super().step(progress)
+        if self.hard_tail and self.progress >= 1.0 - self.hard_tail:
+            self.harden()
+            return False
         self._schedule()
         return False
+
+    @torch.no_grad()
+    def harden(self) -> None:
+        """Start the hard tail: the band-stops give way to the exact top-k masks of the latent
+        weights now (the ones `finalize()` would give), fixed from here on (base class)."""
+        masks = self.compute_masks(self.final_scores())
+        self._remove_bandstops()
+        self.set_masks(masks)
+
+    def _remove_bandstops(self) -> None:
+        # leave_parametrized=False puts the latent Parameter object back, so the optimizer keeps it
+        for t in self.targets:
+            parametrize.remove_parametrizations(self.module_of(t.name), t.param, leave_parametrized=False)
 
     def sharpness_at(self, progress: float) -> float:
         """s_rel(progress): geometric from s_start to s_end, in units of 1 / std(Q)."""
@@ -277,8 +304,8 @@ class PMP(Pruner):
 
         psi_in_band / psi_out_band: mean psi over |W^| < a and over the rest (0 and 1 when crisp);
         relative_gap: ||W^ psi - W^ m|| / ||W^ psi||, m the exact top-k masks of finalize()."""
-        if self.finalized:
-            raise RuntimeError("pmp: soft_to_hard() needs the soft network; the pruner is finalized")
+        if self.finalized or self.masks is not None:
+            raise RuntimeError("pmp: soft_to_hard() needs the soft network; the pruner is finalized or in its hard tail")
         masks = self.compute_masks(self.final_scores())
         per: dict[str, dict[str, float]] = {}
         psi_in = psi_out = gap = norm = 0.0
@@ -306,7 +333,7 @@ class PMP(Pruner):
         return {
             **super().describe(), "prior": self.prior_name, "alignment": self.alignment_name, "lam": self.lam,
             "s_start": self.s_start, "s_end": self.s_end, "edge": self.edge_rule, "ramp": self.ramp,
-            "subsample": self.subsample,
+            "hard_tail": self.hard_tail, "subsample": self.subsample,
             "prior_scales": {n: q.scale for n, q in self.priors.items()},
         }
 
@@ -317,6 +344,7 @@ class PMP(Pruner):
         return {
             "progress": self.progress,
             "finalized": self.finalized,
+            "hard": self.masks is not None,
             "scales": [g.prior.scale for g in self._groups],
             "edges": [g.edge for g in self._groups],
             "sharpness": [g.sharpness for g in self._groups],
@@ -325,12 +353,13 @@ class PMP(Pruner):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.progress = float(state["progress"])
+        if state.get("hard") and not state.get("finalized"):  # the masks follow (Pruner.load_state_dict)
+            self._remove_bandstops()
         self._groups = self._make_groups([g.names for g in self._groups], [float(s) for s in state["scales"]])
         for g, a, s in zip(self._groups, state["edges"], state["sharpness"]):
             g.edge, g.sharpness = float(a), float(s)
         self.set_band([g.edge for g in self._groups])
         self.generator.set_state(state["generator"].to(torch.uint8).cpu())
         if state["finalized"] and not self.finalized:
-            for t in self.targets:
-                parametrize.remove_parametrizations(self.module_of(t.name), t.param, leave_parametrized=False)
+            self._remove_bandstops()
             self.finalized = True
