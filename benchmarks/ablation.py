@@ -195,9 +195,8 @@ def ablation_section(reports: dict, specs: dict, timing: dict) -> str:
     return "\n".join(lines + [END])
 
 
-#: Sweeps tabled as "each variant minus its method's default", each into its own block of
 STGCN_DOC = ROOT / "docs" / "backbones" / "stgcn.md"
-#: The other sweeps tabled as variants minus their method's default, by name: (title, the page whose
+#: Sweeps tabled as "each variant minus its method's default", by name: (title, the page whose
 #: block the table replaces). The tuning budget (seeds 0-1) and its held-out check (seeds 2-4); PMP's
 #: hard tail on the ST-GCN-family backbone.
 TUNING_TITLES = {"tuning": ("Measured: the same tuning budget for every method", METHOD_DOC),

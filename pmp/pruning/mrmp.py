@@ -30,7 +30,6 @@ from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
 from .base import register_method
 from .masks import topk_masks
@@ -217,8 +216,7 @@ class MRMP(PMP):
         rate = self.rate if rate is None else self.check_rate(rate)
         if not self.finalized:
             self._store = {n: w.clone() for n, w in self.latent_weights().items()}
-            for t in self.targets:
-                parametrize.remove_parametrizations(self.module_of(t.name), t.param, leave_parametrized=False)
+            self._remove_bandstops()
             self.finalized = True
         masks = self.masks_at(rate)
         assert self._store is not None
