@@ -235,3 +235,27 @@ def test_flip_trains_on_mirror_images_and_resumes_identically(tmp_path) -> None:
         run_experiment(tiny_config(**{"data.name": str(path), "data.options": {}, "augment.flip": 0.5}), tmp_path / "bad",
                        progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_drop_last_trains_on_full_batches_only_and_keeps_old_fingerprints(tmp_path, monkeypatch) -> None:
+    """drop_last skips each epoch's incomplete last batch (BatchNorm on 2-3 sequences derails small
+    splits); off, the last batch is the remainder; the field's default leaves every earlier run's
+    fingerprint as it was; a batch larger than the training set is an error naming the field."""
+    from pmp.training import trainer
+    from pmp.training.rundir import fingerprint, semantic_config
+
+    n = len(trainer.split_data(tiny_config()).x_train)
+    bs = next(b for b in range(5, n) if n % b >= 2)  # a remainder BatchNorm can train on
+    sizes: list[int] = []
+    original = trainer._Run.batch_loss
+    monkeypatch.setattr(trainer._Run, "batch_loss", lambda self, idx: (sizes.append(len(idx)), original(self, idx))[1])
+    cfg = tiny_config(**{"train.batch_size": bs, "train.epochs": 2})
+    run_experiment(cfg, tmp_path / "keep", progress=False)
+    assert sizes == 2 * ([bs] * (n // bs) + [n % bs])
+    sizes.clear()
+    run_experiment(apply_overrides(cfg, {"train.drop_last": True}), tmp_path / "drop", progress=False)
+    assert sizes == [bs] * (2 * (n // bs))
+    assert "drop_last" not in semantic_config(cfg)["train"]
+    assert fingerprint(cfg) != fingerprint(apply_overrides(cfg, {"train.drop_last": True}))
+    with pytest.raises(ConfigError, match="train.drop_last"):
+        run_experiment(apply_overrides(cfg, {"train.drop_last": True, "train.batch_size": n + 1}), tmp_path / "big")

@@ -40,6 +40,9 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = 60
     batch_size: int = 64  # 0 = full batch
+    # skip each epoch's incomplete last batch (its sequences differ every epoch): a batch of 2-3 gives
+    # BatchNorm degenerate statistics, which derails training on small splits (docs/backbones/ddnet.md)
+    drop_last: bool = False
     optimizer: str = "adam"  # adam | adamw | sgd
     lr: float = 1e-3
     weight_decay: float = 0.0

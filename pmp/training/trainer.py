@@ -222,7 +222,10 @@ class _Run:
                               f"{', '.join(method_options(p.method)) or 'none'})") from None
         self.total_epochs = cfg.train.epochs * self.pruner.epoch_multiplier
         bs = cfg.train.batch_size or len(self.x_train)
-        self.steps_per_epoch = math.ceil(len(self.x_train) / bs)
+        if cfg.train.drop_last and bs > len(self.x_train):
+            raise ConfigError(f"train.drop_last: batch_size {bs} is larger than the {len(self.x_train)} training "
+                              "sequences, so every batch would be dropped")
+        self.steps_per_epoch = len(self.x_train) // bs if cfg.train.drop_last else math.ceil(len(self.x_train) / bs)
         self.batch_size = bs
         self.total_steps = self.total_epochs * self.steps_per_epoch
         self.optimizer = make_optimizer(self.params, cfg)
@@ -278,6 +281,8 @@ class _Run:
     def train_epoch(self) -> dict[str, float]:
         self.model.train()
         order = torch.randperm(len(self.x_train), generator=self.shuffle_gen)
+        if self.cfg.train.drop_last:
+            order = order[: self.steps_per_epoch * self.batch_size]
         tot_loss = tot_pen = correct = 0.0
         phase_len = self.total_steps / self.pruner.phases
         for i in range(0, len(order), self.batch_size):
