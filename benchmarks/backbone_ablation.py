@@ -82,6 +82,8 @@ def variants(name: str, config: Path | None = None) -> dict[str, dict]:
     out[f"train.batch_size={t.batch_size // 2}"] = {"train.batch_size": t.batch_size // 2}
     out[f"train.lr={t.lr / 3:g}"] = {"train.lr": t.lr / 3}
     out[f"train.label_smoothing={0 if t.label_smoothing else 0.1:g}"] = {"train.label_smoothing": 0.0 if t.label_smoothing else 0.1}
+    # the incomplete last batch: 2-3 sequences give BatchNorm degenerate statistics on SBU's folds
+    out[f"train.drop_last={str(not t.drop_last).lower()}"] = {"train.drop_last": not t.drop_last}
     out["train.mixup=0" if cfg.train.mixup else "train.mixup=0.2"] = {"train.mixup": 0.0 if cfg.train.mixup else 0.2}
     return out
 
