@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -40,7 +41,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    out: dict = {"command": "python benchmarks/bn_recalibration.py", "sweeps": {}}
+    out: dict = {"command": " ".join(["python", "benchmarks/bn_recalibration.py", *sys.argv[1:]]), "sweeps": {}}
     for sweep in args.sweeps:
         cells: dict = defaultdict(lambda: defaultdict(list))
         data: dict = {}

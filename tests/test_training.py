@@ -259,3 +259,27 @@ def test_drop_last_trains_on_full_batches_only_and_keeps_old_fingerprints(tmp_pa
     assert fingerprint(cfg) != fingerprint(apply_overrides(cfg, {"train.drop_last": True}))
     with pytest.raises(ConfigError, match="train.drop_last"):
         run_experiment(apply_overrides(cfg, {"train.drop_last": True, "train.batch_size": n + 1}), tmp_path / "big")
+
+
+def test_bn_recalibrate_leaves_the_statistics_of_the_final_network_on_its_training_split(tmp_path) -> None:
+    """With train.bn_recalibrate the saved BatchNorm statistics are those of the finalized network on
+    the unaugmented training split (recalibrating again changes nothing), the weights are the same
+    as without it, and the reported accuracy is that of the recalibrated network."""
+    from pmp.pruning import recalibrate_batchnorm
+    from pmp.training.trainer import evaluate, load_trained_model, split_data
+
+    base = tiny_config(**{"train.epochs": 2, "pruning.method": "mp", "pruning.rate": 0.9,
+                          "augment.noise": 0.05})
+    cfg = apply_overrides(base, {"train.bn_recalibrate": True})
+    plain, recal = run_experiment(base, tmp_path / "plain"), run_experiment(cfg, tmp_path / "recal")
+    w0, w1 = load_file(str(tmp_path / "plain/model.safetensors")), load_file(str(tmp_path / "recal/model.safetensors"))
+    stats = [k for k in w0 if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(w0[k], w1[k]) for k in w0 if k not in stats and "num_batches" not in k)
+    assert not all(torch.allclose(w0[k], w1[k]) for k in stats)
+    data = split_data(cfg)
+    model = load_trained_model(tmp_path / "recal")[0]
+    recalibrate_batchnorm(model, data.x_train.split(256))
+    again = model.state_dict()
+    assert all(torch.allclose(again[k], w1[k], atol=1e-6) for k in stats)
+    assert recal["class_avg_acc"] == evaluate(model, data.x_test, data.y_test, data.num_classes).class_avg_acc
+    assert plain["fingerprint"] != recal["fingerprint"]

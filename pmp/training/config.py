@@ -43,6 +43,9 @@ class TrainConfig:
     # skip each epoch's incomplete last batch (its sequences differ every epoch): a batch of 2-3 gives
     # BatchNorm degenerate statistics, which derails training on small splits (docs/backbones/ddnet.md)
     drop_last: bool = False
+    # after training, re-estimate every BatchNorm's statistics on the training split (no augmentation)
+    # for the final network: stale running statistics can sink a finished run (docs/backbones/ddnet.md)
+    bn_recalibrate: bool = False
     optimizer: str = "adam"  # adam | adamw | sgd
     lr: float = 1e-3
     weight_decay: float = 0.0

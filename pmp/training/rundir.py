@@ -31,7 +31,7 @@ NON_SEMANTIC = ("work_dir", "data.root", "train.threads", "train.eval_every", "t
                 "train.tensorboard", "train.device")
 #: Fields added after results were made, left out of the fingerprint at their default so that those
 #: results keep their fingerprint (a sweep that spans versions does not retrain them).
-ADDED_LATER = {"train.init": None, "train.drop_last": False, "augment.flip": 0.0, "augment.flip_axis": 0}
+ADDED_LATER = {"train.init": None, "train.drop_last": False, "train.bn_recalibrate": False, "augment.flip": 0.0, "augment.flip_axis": 0}
 #: What a run writes into its folder (all that `discard` removes).
 RUN_FILES = ("metrics.json", "model.json", "model.safetensors", "masks.safetensors", "log.csv", "config.yaml",
              "checkpoints", "tensorboard")

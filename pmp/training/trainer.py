@@ -36,6 +36,7 @@ from pmp.data.preprocess import layout_of, mirror
 from pmp.machine import check_allocation, machine_fingerprint
 from pmp.models import create_model, model_dataset_fields
 from pmp.pruning.base import Pruner, create_pruner
+from pmp.pruning.mrmp import recalibrate_batchnorm
 from pmp.pruning.report import sparsity_report
 
 from .allocator import keep_freed_memory
@@ -45,7 +46,7 @@ from .config import ConfigError, ExperimentConfig, load_config, save_config
 from .device import use_device
 from .metrics import classification_metrics
 from .tensorboard import TensorBoardLog
-from .multirate import model_at_rate, serve_rates
+from .multirate import CALIBRATION_BATCH, model_at_rate, serve_rates
 from .rundir import RunFolderError, check_folder, discard, fingerprint, folder_lock
 
 log = logging.getLogger(__name__)
@@ -358,6 +359,8 @@ class _Run:
         # a multi-rate run: every rate it serves, and latent.safetensors to read any other later
         served = (serve_rates(pruner, self.model, self.x_train, self.x_test, self.y_test, self.num_classes,
                               self.run_dir) if getattr(pruner, "serves_rates", False) else None)
+        if cfg.train.bn_recalibrate:  # the statistics of the network as finalized, not of the training steps
+            recalibrate_batchnorm(self.model, (b.to(self.device) for b in self.x_train.split(CALIBRATION_BATCH)))
         hard = evaluate(self.model, self.x_test, self.y_test, self.num_classes)
         example = self.x_test[:1].to(self.device)
         report = sparsity_report(self.model, masks, example)
