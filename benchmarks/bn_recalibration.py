@@ -11,7 +11,8 @@ test split. MP and GMP runs, which train under their final hard mask, are the co
     python benchmarks/bn_recalibration.py --data-root ../shared/data [--sweeps work_dirs/backbones/stgcn_fpha ...]
 
 Writes benchmarks/results/bn_recalibration.json: per sweep and (method, rate), the mean over runs of
-the hard accuracy as trained, after recalibration, and PMP's soft accuracy, with the run count.
+the hard accuracy as trained, after recalibration, and PMP's soft accuracy, with the run count;
+under "runs", the first two of every run.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def main() -> None:
     out: dict = {"command": " ".join(["python", "benchmarks/bn_recalibration.py", *sys.argv[1:]]), "sweeps": {}}
     for sweep in args.sweeps:
         cells: dict = defaultdict(lambda: defaultdict(list))
+        per_run: dict = {}
         data: dict = {}
         runs = sorted(p.parent for p in sweep.glob("*/metrics.json"))
         if not runs:
@@ -65,10 +67,12 @@ def main() -> None:
             cell["hard"].append(hard)
             cell["recalibrated"].append(evaluate(model, x_test, y_test, classes).class_avg_acc)
             cell["soft"].append(metrics.get("soft_class_avg_acc"))
+            per_run[run.name] = {"hard": hard, "recalibrated": cell["recalibrated"][-1]}
             print(f"{sweep.name} {run.name}: {100 * hard:.2f} -> {100 * cell['recalibrated'][-1]:.2f}", flush=True)
         out["sweeps"][sweep.name] = {
             label: {"runs": len(c["hard"]), **{k: sum(v) / len(v) for k, v in c.items() if None not in v}}
             for label, c in sorted(cells.items())}
+        out.setdefault("runs", {})[sweep.name] = per_run
     out["wall_s"] = round(time.perf_counter() - t0, 1)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out["sweeps"], indent=1))

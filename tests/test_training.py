@@ -266,6 +266,7 @@ def test_bn_recalibrate_leaves_the_statistics_of_the_final_network_on_its_traini
     the unaugmented training split (recalibrating again changes nothing), the weights are the same
     as without it, and the reported accuracy is that of the recalibrated network."""
     from pmp.pruning import recalibrate_batchnorm
+    from pmp.training.multirate import CALIBRATION_BATCH
     from pmp.training.trainer import evaluate, load_trained_model, split_data
 
     base = tiny_config(**{"train.epochs": 2, "pruning.method": "mp", "pruning.rate": 0.9,
@@ -278,7 +279,7 @@ def test_bn_recalibrate_leaves_the_statistics_of_the_final_network_on_its_traini
     assert not all(torch.allclose(w0[k], w1[k]) for k in stats)
     data = split_data(cfg)
     model = load_trained_model(tmp_path / "recal")[0]
-    recalibrate_batchnorm(model, data.x_train.split(256))
+    recalibrate_batchnorm(model, data.x_train.split(CALIBRATION_BATCH))
     again = model.state_dict()
     assert all(torch.allclose(again[k], w1[k], atol=1e-6) for k in stats)
     assert recal["class_avg_acc"] == evaluate(model, data.x_test, data.y_test, data.num_classes).class_avg_acc
