@@ -15,7 +15,9 @@ so an interrupted ablation continues where it stopped.
 and every split, and reports the difference over the pairs that share seed and split (a t- and a
 bootstrap interval, wins): the check that resolves a choice worth changing a default for, where
 the one-at-a-time table (few seeds, unpaired, sittings on several machines) cannot. --config makes
-another config of the dataset (another backbone's) the default of a paired check.
+another config of the dataset (another backbone's) the default of a paired check. Besides the
+listed variants, --paired takes any KEY=VALUE override of the config, as `pmp train --set` does
+(e.g. 'model.kwargs.filters=64', 'train.bn_recalibrate=true').
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from pmp.experiments import SweepSpec, run_sweep  # noqa: E402
 from pmp.experiments.stats import mean_ci, paired_diff  # noqa: E402
 from pmp.experiments.sweep import read_metrics  # noqa: E402
 from pmp.machine import machine_fingerprint  # noqa: E402
-from pmp.training.config import load_config  # noqa: E402
+from pmp.training.config import ConfigError, apply_overrides, load_config, parse_set_options  # noqa: E402
 
 CONFIGS = {"fpha": ROOT / "configs/fpha.yaml", "sbu": ROOT / "configs/sbu.yaml"}
 PROTOCOL = {"fpha": {"train.seed": [0, 1, 2], "data.split": ["1:1"]},
@@ -271,10 +273,20 @@ def main() -> None:
     if config and load_config(config).data.name != load_config(CONFIGS[args.only]).data.name:
         ap.error(f"--config {args.config}: not a config of {args.only} (data.name {load_config(config).data.name!r})")
     every = {n: variants(n, config) for n in names}
+    for v in (v for v in args.paired if "=" in v and all(v not in every[n] for n in names)):
+        try:  # any override of the config, as in `--set KEY=VALUE` (e.g. model.kwargs.filters=64)
+            overrides = parse_set_options([v])
+            for n in names:
+                apply_overrides(load_config(config or CONFIGS[n]), overrides)
+        except ConfigError as e:
+            ap.error(f"--paired {v!r}: {e}")
+        for n in names:
+            every[n][v] = overrides
     unknown = [v for v in args.variant + args.paired if all(v not in every[n] for n in names)]
     if unknown:
         ap.error(f"--variant/--paired {unknown[0]!r}: not a variant of {', '.join(names)}; they are: "
-                 + ", ".join(sorted({v for n in names for v in every[n]})))
+                 + ", ".join(sorted({v for n in names for v in every[n]}))
+                 + (" (--paired also takes any KEY=VALUE override of the config)" if args.paired else ""))
     if args.paired:
         if args.variant:
             ap.error("--paired runs alone (without --variant)")

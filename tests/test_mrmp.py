@@ -337,3 +337,26 @@ def test_multirate_block_pairs_mrmp_with_pmp_on_shared_units_only(tmp_path) -> N
     assert "| 0.9 | 85.00 | 84.00 | +1.00 | [-37.12, +39.12] | 1 / 0 / 1 |" in text
     assert "| *0.93* | 70.00 |  |  |  |  |" in text and "**1.90x**" in text
     assert "old" not in text and text.endswith("tail\n") and (tmp_path / "plots" / "multirate_fpha.png").is_file()
+
+
+def test_train_bn_recalibrate_on_a_multirate_run_recalibrates_the_final_network_once(tmp_path, monkeypatch) -> None:
+    """serve_rates already leaves the network at the run's rate with recalibrated statistics: the
+    trainer's own train.bn_recalibrate pass would repeat the same one (same batches, same result)."""
+    from pmp.training import multirate, trainer
+
+    calls = []
+
+    def counting(model, inputs):
+        calls.append(1)
+        return recalibrate_batchnorm(model, inputs)
+
+    monkeypatch.setattr(multirate, "recalibrate_batchnorm", counting)
+    monkeypatch.setattr(trainer, "recalibrate_batchnorm", counting)
+    cfg = tiny_mrmp(**{"train.epochs": 1})
+    plain = run_experiment(cfg, tmp_path / "plain", progress=False)
+    served = len(calls)
+    assert served == len(plain["rates"]) + 1  # every served rate, then the run's own rate
+    both = run_experiment(apply_overrides(cfg, {"train.bn_recalibrate": True}), tmp_path / "both", progress=False)
+    assert len(calls) == 2 * served
+    a, b = load_file(str(tmp_path / "plain/model.safetensors")), load_file(str(tmp_path / "both/model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a) and both["class_avg_acc"] == plain["class_avg_acc"]

@@ -26,8 +26,10 @@ LATENT = "latent.safetensors"
 CALIBRATION_BATCH = 256
 
 
-def _batches(x: torch.Tensor) -> list[torch.Tensor]:
-    return [x[i : i + CALIBRATION_BATCH] for i in range(0, len(x), CALIBRATION_BATCH)]
+def calibration_batches(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """`x` in batches of CALIBRATION_BATCH on `model`'s device (the data stays on the CPU in training)."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return [x[i : i + CALIBRATION_BATCH].to(device) for i in range(0, len(x), CALIBRATION_BATCH)]
 
 
 @torch.no_grad()
@@ -40,7 +42,7 @@ def apply_rate(model: nn.Module, latent: dict[str, torch.Tensor], masks: dict[st
         w = model.get_parameter(name)
         w.mul_(mask.to(w.device, w.dtype))
     if calibration is not None:
-        recalibrate_batchnorm(model, _batches(calibration))
+        recalibrate_batchnorm(model, calibration_batches(model, calibration))
 
 
 def _rate_key(rate: float) -> str:

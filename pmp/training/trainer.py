@@ -46,7 +46,7 @@ from .config import ConfigError, ExperimentConfig, load_config, save_config
 from .device import use_device
 from .metrics import classification_metrics
 from .tensorboard import TensorBoardLog
-from .multirate import CALIBRATION_BATCH, model_at_rate, serve_rates
+from .multirate import calibration_batches, model_at_rate, serve_rates
 from .rundir import RunFolderError, check_folder, discard, fingerprint, folder_lock
 
 log = logging.getLogger(__name__)
@@ -359,8 +359,9 @@ class _Run:
         # a multi-rate run: every rate it serves, and latent.safetensors to read any other later
         served = (serve_rates(pruner, self.model, self.x_train, self.x_test, self.y_test, self.num_classes,
                               self.run_dir) if getattr(pruner, "serves_rates", False) else None)
-        if cfg.train.bn_recalibrate:  # the statistics of the network as finalized, not of the training steps
-            recalibrate_batchnorm(self.model, (b.to(self.device) for b in self.x_train.split(CALIBRATION_BATCH)))
+        recalibrated = served is not None and pruner.bn_recalibrate  # serve_rates left the final network so
+        if cfg.train.bn_recalibrate and not recalibrated:  # the statistics of the network as finalized
+            recalibrate_batchnorm(self.model, calibration_batches(self.model, self.x_train))
         hard = evaluate(self.model, self.x_test, self.y_test, self.num_classes)
         example = self.x_test[:1].to(self.device)
         report = sparsity_report(self.model, masks, example)
