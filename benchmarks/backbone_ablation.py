@@ -17,7 +17,8 @@ bootstrap interval, wins): the check that resolves a choice worth changing a def
 the one-at-a-time table (few seeds, unpaired, sittings on several machines) cannot. --config makes
 another config of the dataset (another backbone's) the default of a paired check. Besides the
 listed variants, --paired takes any KEY=VALUE override of the config, as `pmp train --set` does
-(e.g. 'model.kwargs.filters=64', 'train.bn_recalibrate=true').
+(e.g. 'model.kwargs.filters=64', 'train.bn_recalibrate=true'), several separated by spaces
+('augment.time_warp=0.2 train.epochs=160'; no spaces inside a value).
 """
 
 from __future__ import annotations
@@ -275,7 +276,7 @@ def main() -> None:
     every = {n: variants(n, config) for n in names}
     for v in (v for v in args.paired if "=" in v and all(v not in every[n] for n in names)):
         try:  # any override of the config, as in `--set KEY=VALUE` (e.g. model.kwargs.filters=64)
-            overrides = parse_set_options([v])
+            overrides = parse_set_options(v.split())  # several at once: 'KEY=VALUE KEY=VALUE'
             for n in names:
                 apply_overrides(load_config(config or CONFIGS[n]), overrides)
         except ConfigError as e:
@@ -301,7 +302,10 @@ def main() -> None:
                 label = variant if config is None else f"{shown}: {variant}"
                 # re-read: another paired check (another dataset) may have written since this one began
                 results = json.loads(path.read_text()) if path.is_file() else {}
-                results.setdefault("paired", {}).setdefault(name, {})[label] = r
+                entries = results.setdefault("paired", {}).setdefault(name, {})
+                if label in entries and entries[label]["seeds"] != seeds:  # a check on other seeds (a
+                    label += f" (seeds {args.seeds})"                        # confirmation) keeps the first
+                entries[label] = r
                 print(f"{name} {variant} - default: {100 * r['diff']:+.2f} [{100 * r['ci95'][0]:+.2f}, "
                       f"{100 * r['ci95'][1]:+.2f}] over {r['n_pairs']} pairs", flush=True)
                 path.write_text(json.dumps(results, indent=2))
