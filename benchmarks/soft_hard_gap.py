@@ -17,15 +17,22 @@ import argparse
 import json
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from pmp.machine import machine_fingerprint
+from pmp.training.checkpoint import atomic_write_json
 from pmp.training.config import apply_overrides, load_config, parse_set_options
-from pmp.training.trainer import _Run
+from pmp.training.trainer import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def slug(key: str) -> str:
+    """A folder name for one entry's scratch run."""
+    return "".join(c if c.isalnum() or c in "._=-" else "_" for c in key)
 
 
 def module_outputs(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -42,31 +49,24 @@ def module_outputs(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.T
     return outs
 
 
-class _GapRun(_Run):
-    """A run whose finish first takes the soft network's picture, then the hard one's."""
-
-    def finish(self):
-        p = self.pruner
-        x = self.x_test
-        tensors = {}
-        if p.masks is None:  # still soft (no hard tail, or the tail never started)
-            gap = p.soft_to_hard()
-            for g in p._groups:
-                for n in g.names:
-                    w = p.latent(n).detach()
-                    tensors[n] = {"numel": w.numel(), "edge": g.edge,
-                                  "in_transition": int((g.sharpness * (w.abs() - g.edge)).abs().lt(5).sum()),
-                                  **gap["per_tensor"][n]}
-        soft = module_outputs(self.model, x)
-        metrics = super().finish()
-        hard = module_outputs(self.model, x)
-        self.gap = {
-            "soft_class_avg_acc": metrics["soft_class_avg_acc"], "class_avg_acc": metrics["class_avg_acc"],
-            "modules": {n: round(float((soft[n] - hard[n]).norm() / soft[n].norm().clamp_min(1e-12)), 6)
-                        for n in soft if n in hard and soft[n].shape == hard[n].shape},
-            "tensors": tensors,
-        }
-        return metrics
+@contextmanager
+def gap_probe(model: torch.nn.Module, pruner, x: torch.Tensor, gap: dict):
+    """Around the run's finalize(): the soft network's picture on entry, the hard one's on exit."""
+    tensors = {}
+    if pruner.masks is None:  # still soft (no hard tail, or the tail never started)
+        split = pruner.soft_to_hard()
+        for g in pruner._groups:
+            for n in g.names:
+                w = pruner.latent(n).detach()
+                tensors[n] = {"numel": w.numel(), "edge": g.edge,
+                              "in_transition": int((g.sharpness * (w.abs() - g.edge)).abs().lt(5).sum()),
+                              **split["per_tensor"][n]}
+    soft = module_outputs(model, x)
+    yield
+    hard = module_outputs(model, x)
+    gap["modules"] = {n: round(float((soft[n] - hard[n]).norm() / soft[n].norm().clamp_min(1e-12)), 6)
+                      for n in soft if n in hard and soft[n].shape == hard[n].shape}
+    gap["tensors"] = tensors
 
 
 def main() -> None:
@@ -84,18 +84,21 @@ def main() -> None:
     cfg = apply_overrides(load_config(args.config), {
         "data.root": args.data_root, "data.split": args.split, "pruning.method": "pmp",
         "pruning.rate": args.rate, "train.seed": args.seed, **sets})
-    t0 = time.perf_counter()
-    run = _GapRun(cfg, args.run_dir, progress=False)
-    run.run(resume=False, on_epoch_end=None)
     key = f"{args.config.as_posix()} split {args.split} rate {args.rate:g} seed {args.seed}" + \
         "".join(f" {k}={v}" for k, v in sorted(sets.items()))
+    t0 = time.perf_counter()
+    gap: dict = {}
+    # the folder is this script's scratch (the result is the JSON entry): a run there is retrained
+    metrics = run_experiment(cfg, args.run_dir / slug(key), fresh=True,
+                             around_finish=lambda model, pruner, x: gap_probe(model, pruner, x, gap))
+    gap = {"soft_class_avg_acc": metrics["soft_class_avg_acc"], "class_avg_acc": metrics["class_avg_acc"], **gap}
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    results[key] = {**run.gap, "command": "python benchmarks/soft_hard_gap.py " + " ".join(sys.argv[1:]),
+    results[key] = {**gap, "command": "python benchmarks/soft_hard_gap.py " + " ".join(sys.argv[1:]),
                     "machine": machine_fingerprint(), "wall_s": round(time.perf_counter() - t0, 1)}
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    first = next((n for n, d in run.gap["modules"].items() if d > 0), None)
-    print(f"{key}: soft {100 * run.gap['soft_class_avg_acc']:.2f}%, hard {100 * run.gap['class_avg_acc']:.2f}%; "
-          f"first module that differs: {first} ({run.gap['modules'].get(first, 0):.3g})")
+    atomic_write_json(args.out, results)
+    first = next((n for n, d in gap["modules"].items() if d > 0), None)
+    print(f"{key}: soft {100 * gap['soft_class_avg_acc']:.2f}%, hard {100 * gap['class_avg_acc']:.2f}%; "
+          f"first module that differs: {first} ({gap['modules'].get(first, 0):.3g})")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
@@ -284,3 +285,31 @@ def test_bn_recalibrate_leaves_the_statistics_of_the_final_network_on_its_traini
     assert all(torch.allclose(again[k], w1[k], atol=1e-6) for k in stats)
     assert recal["class_avg_acc"] == evaluate(model, data.x_test, data.y_test, data.num_classes).class_avg_acc
     assert plain["fingerprint"] != recal["fingerprint"]
+
+
+def test_around_finish_sees_the_soft_network_before_finalize_and_the_pruned_one_after(tmp_path) -> None:
+    cfg = tiny_config(**{"pruning.method": "pmp", "pruning.rate": 0.9, "train.epochs": 2})
+    seen: dict = {}
+
+    @contextlib.contextmanager
+    def probe(model, pruner, x):
+        seen["soft_masks"] = pruner.masks
+        seen["soft_out"] = _eval_logits(model, x)
+        yield
+        seen["masks"] = pruner.masks
+        seen["hard_out"] = _eval_logits(model, x)
+
+    metrics = run_experiment(cfg, tmp_path / "run", around_finish=probe)
+    assert seen["soft_masks"] is None and seen["masks"] is not None  # entered before finalize, left after
+    kept = sum(int(m.sum()) for m in seen["masks"].values())
+    assert metrics["pruned"] == sum(m.numel() for m in seen["masks"].values()) - kept
+    assert not torch.equal(seen["soft_out"], seen["hard_out"])
+    seen.clear()
+    run_experiment(cfg, tmp_path / "run", around_finish=probe)  # finished: not retrained, not entered
+    assert seen == {}
+
+
+def _eval_logits(model, x):
+    model.eval()
+    with torch.no_grad():
+        return model(x).clone()

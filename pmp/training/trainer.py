@@ -22,6 +22,7 @@ import io
 import logging
 import math
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -52,6 +53,10 @@ from .rundir import RunFolderError, check_folder, discard, fingerprint, folder_l
 log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, dict[str, float]], None]
+# Wraps the end of training: entered with the trained network still as trained (a soft PMP network
+# still soft), exited once finalize() has made it the final one; for tools that compare the two
+# (benchmarks/soft_hard_gap.py). Called with (model, pruner, x_test).
+FinishProbe = Callable[[nn.Module, Pruner, torch.Tensor], AbstractContextManager[Any]]
 LOG_FIELDS = ["epoch", "lr", "loss", "penalty", "train_acc", "test_class_avg_acc", "time_s"]
 
 
@@ -307,7 +312,8 @@ class _Run:
         n = len(order)
         return {"lr": lr, "loss": tot_loss / n, "penalty": tot_pen / n, "train_acc": correct / n}
 
-    def run(self, resume: bool, on_epoch_end: EpochCallback | None) -> dict[str, Any]:
+    def run(self, resume: bool, on_epoch_end: EpochCallback | None,
+            around_finish: FinishProbe | None = None) -> dict[str, Any]:
         ckpt = self.run_dir / "checkpoints"
         if resume and has_checkpoint(ckpt):
             self.restore(load_checkpoint(ckpt))
@@ -341,7 +347,8 @@ class _Run:
         bar.close()
         if board is not None:
             board.close()
-        return self.finish()
+        with around_finish(self.model, self.pruner, self.x_test) if around_finish else nullcontext():
+            return self.finish()
 
     def write_log(self) -> None:
         text = io.StringIO(newline="")
@@ -410,6 +417,7 @@ def run_experiment(
     resume: bool = True,
     on_epoch_end: EpochCallback | None = None,
     fresh: bool = False,
+    around_finish: FinishProbe | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one configuration in `run_dir`; resumes from its checkpoint if it has one
     of the same config (its fingerprint), and returns a finished run's metrics without retraining.
@@ -417,6 +425,7 @@ def run_experiment(
     The whole request is validated (data, split, model, method and options) before the folder is
     created or touched; results of another config raise RunFolderError unless `fresh` discards
     them. `resume=False` refuses to continue a checkpoint instead of silently overwriting it.
+    `around_finish` wraps finalize() (FinishProbe); a finished run is not retrained, so it is not entered.
     Returns the metrics also written to `run_dir/metrics.json`."""
     run_dir = Path(run_dir)
     run = _Run(cfg, run_dir, progress)
@@ -431,7 +440,7 @@ def run_experiment(
             raise RunFolderError(f"{run_dir}: holds a checkpoint of this run; resume it, or pass --fresh to discard it")
         if state == "new":
             save_config(cfg, run_dir / "config.yaml")
-        return run.run(resume, on_epoch_end)
+        return run.run(resume, on_epoch_end, around_finish)
 
 
 def load_init(model: nn.Module, init: str) -> str:
