@@ -80,6 +80,34 @@ def test_ddnet_reads_only_its_coordinate_channels():
     assert _build("ddnet", 21, 8, 2, None, coords=3).coords == 2
 
 
+def _fitted(model: nn.Module, x: torch.Tensor, steps: int = 30) -> nn.Module:
+    """A few Adam steps on arbitrary labels: an untrained ddnet's logits barely depend on its input."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    y = torch.arange(len(x)) % 5
+    for _ in range(steps):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model
+
+
+def test_symmetric_ddnet_does_not_depend_on_the_person_order():
+    """Two persons in either slot give the same logits (training mode too, without dropout: BatchNorm
+    sees both orders in one batch); without `symmetric` they differ; one person cannot be symmetric."""
+    torch.manual_seed(0)
+    x = torch.randn(8, 8, 30, 3)
+    swapped = torch.cat([x[:, :, 15:], x[:, :, :15]], dim=2)
+    model = _fitted(_build("ddnet", 30, 8, 3, None, persons=2, symmetric=True, dropout=0.0, **SMALL["ddnet"]), x)
+    for train in (False, True):
+        model.train(train)
+        assert torch.allclose(model(x), model(swapped), atol=1e-5)
+    plain = _fitted(_build("ddnet", 30, 8, 3, None, persons=2, dropout=0.0, **SMALL["ddnet"]), x).eval()
+    assert not torch.allclose(plain(x), plain(swapped), atol=1e-2)
+    assert model_dataset_fields("ddnet") == ("persons",)  # the trainer passes the dataset's count
+    with pytest.raises(ValueError, match="person"):
+        _build("ddnet", 21, 8, 3, None, persons=1, symmetric=True)
+
+
 def test_stgcn_adjacency():
     a = adjacency(4, [(0, 1), (1, 2), (1, 2)])
     assert torch.equal(a[0], torch.eye(4))
@@ -166,9 +194,12 @@ def _gap(model: nn.Module, module: nn.Module, batch: int, seed: int) -> float:
 @settings(max_examples=6, deadline=None)
 @given(nodes=st.integers(1, 35), frames=st.integers(1, 40), chans=st.integers(1, 4), filters=st.integers(1, 12),
        hidden=st.integers(1, 20), batch=st.sampled_from([1, 2, 17, 33]), rate=st.sampled_from([0.5, 0.9, 0.98]),
-       seed=st.integers(0, 9))
-def test_generic_runtime_matches_ddnet(tmp_path_factory, nodes, frames, chans, filters, hidden, batch, rate, seed):
+       seed=st.integers(0, 9), symmetric=st.booleans())
+def test_generic_runtime_matches_ddnet(tmp_path_factory, nodes, frames, chans, filters, hidden, batch, rate, seed,
+                                       symmetric):
     kwargs = dict(num_nodes=nodes, in_frames=frames, in_channels=chans, num_classes=4, filters=filters, hidden=hidden)
+    if symmetric:  # two persons of nodes // 2 joints each
+        kwargs.update(num_nodes=2 * max(1, nodes // 2), persons=2, symmetric=True)
     model, path = _exported(tmp_path_factory.mktemp("dd"), "ddnet", kwargs, rate, seed)
     module = load_sparse(path)
     assert isinstance(module, SparseGeneric) and module.sparse_layers

@@ -12,7 +12,8 @@ every other backbone (extra feature channels beyond `coords` are ignored):
 
 each stream through 1-D temporal convolutions (kernel 1, 3, 1), concatenated at half the frame
 rate, then three blocks of two kernel-3 convolutions with max pooling in time, a global max pool
-over time, two fully connected layers and a classifier. Every convolution is Conv1d -> BatchNorm ->
+over time, two fully connected layers and a classifier. On two-person data, `symmetric` averages
+the logits of both person orders. Every convolution is Conv1d -> BatchNorm ->
 LeakyReLU in an `nn.Sequential`, which the generic sparse runtime fuses (pmp/export/generic.py).
 """
 
@@ -62,10 +63,15 @@ class DDNet(nn.Module):
         hidden: int = 128,
         coords: int = 3,
         dropout: float = 0.3,
+        persons: int = 1,
+        symmetric: bool = False,
     ):
         super().__init__()
         if filters < 1 or hidden < 1 or coords < 1:
             raise ValueError(f"ddnet: filters, hidden and coords must be >= 1, got {filters}, {hidden}, {coords}")
+        if symmetric and persons != 2:
+            raise ValueError(f"ddnet: symmetric averages the two person orders; the data has {persons} person(s)")
+        self.symmetric = symmetric
         self.coords = min(coords, in_channels)
         v, c = num_nodes, self.coords
         self.distances = JointDistances(v)
@@ -95,7 +101,16 @@ class DDNet(nn.Module):
         return self.distances(p), slow.transpose(1, 2), fast.transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, T, V, C) skeleton sequences -> (B, num_classes) logits."""
+        """x: (B, T, V, C) skeleton sequences -> (B, num_classes) logits; `symmetric`: the mean of the
+        logits of both person orders (persons are stored one after the other: the swap is a roll of
+        the joints by half), so the output does not depend on which slot holds whom."""
+        if not self.symmetric:
+            return self.logits(x)
+        b = x.shape[0]
+        both = self.logits(torch.cat([x, torch.roll(x, x.shape[2] // 2, dims=2)]))
+        return (both[:b] + both[b:]) / 2
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
         jcd, slow, fast = self.streams(x)
         h = torch.cat([_pool(self.jcd(self.jcd_bn(jcd))), _pool(self.slow(slow)), self.fast(fast)], dim=1)
         h = _pool(self.blocks[:2](h))
@@ -104,7 +119,7 @@ class DDNet(nn.Module):
         return self.classifier(self.head(h))
 
 
-@register_model("ddnet")
+@register_model("ddnet", dataset_fields=("persons",))
 def ddnet(**kwargs) -> DDNet:
     """DD-Net-style temporal-conv net, about 0.45M weights at the default sizes on hands (V=21)."""
     return DDNet(**kwargs)
