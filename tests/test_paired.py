@@ -258,3 +258,22 @@ def test_a_named_pmp_variant_is_paired_with_the_methods_that_are_not_pmp(tmp_pat
         rows = list(csv.DictReader(f))
     assert sorted((r["reference"], r["other"]) for r in rows) == [
         ("pmp", "dense"), ("pmp", "gmp"), ("pmp", "pmp@v"), ("pmp@v", "dense"), ("pmp@v", "gmp")]
+
+
+def test_confusion_sums_finished_runs_and_lists_where_each_class_goes(tmp_path):
+    from pmp.training.checkpoint import write_sealed_json
+
+    confusion = load_benchmark("confusion")
+    names = ["a", "b", "c"]
+    for run, m in (("r1", [[3, 1, 0], [0, 2, 0], [0, 0, 1]]), ("r2", [[2, 0, 0], [1, 1, 1], [0, 0, 4]])):
+        (tmp_path / run).mkdir()
+        write_sealed_json(tmp_path / run / "metrics.json", {"class_names": names, "confusion": m})
+    (tmp_path / "unfinished").mkdir()  # no metrics: skipped, not counted
+    out = confusion.summed_confusion([tmp_path])
+    assert out["confusion"] == [[5, 1, 0], [1, 3, 1], [0, 0, 5]] and len(out["runs"]) == 2
+    assert out["classes"]["b"] == {"sequences": 5, "errors": 2, "to": {"a": 1, "c": 1}}
+    assert out["classes"]["c"] == {"sequences": 5, "errors": 0, "to": {}}
+    (tmp_path / "r3").mkdir()
+    write_sealed_json(tmp_path / "r3" / "metrics.json", {"class_names": ["x", "y", "z"], "confusion": m})
+    with pytest.raises(SystemExit, match="r3: other classes"):
+        confusion.summed_confusion([tmp_path])
