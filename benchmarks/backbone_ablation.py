@@ -24,6 +24,7 @@ listed variants, --paired takes any KEY=VALUE override of the config, as `pmp tr
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import sys
@@ -39,7 +40,8 @@ from pmp.experiments import SweepSpec, run_sweep  # noqa: E402
 from pmp.experiments.stats import mean_ci, paired_diff  # noqa: E402
 from pmp.experiments.sweep import read_metrics  # noqa: E402
 from pmp.machine import machine_fingerprint  # noqa: E402
-from pmp.training.config import ConfigError, apply_overrides, load_config, parse_set_options  # noqa: E402
+from pmp.training.config import ConfigError, ExperimentConfig, apply_overrides, load_config, parse_set_options  # noqa: E402
+from pmp.training.rundir import fingerprint  # noqa: E402
 
 CONFIGS = {"fpha": ROOT / "configs/fpha.yaml", "sbu": ROOT / "configs/sbu.yaml"}
 PROTOCOL = {"fpha": {"train.seed": [0, 1, 2], "data.split": ["1:1"]},
@@ -107,6 +109,37 @@ def run_variant(name: str, variant: str, overrides: dict, args: argparse.Namespa
             "failed": [o.run_id for o in result.failed]}
 
 
+def config_fingerprint(cfg: ExperimentConfig) -> str:
+    """The fingerprint of a config whatever its seed and split: which config a check's default arm ran."""
+    cfg = copy.deepcopy(cfg)
+    cfg.train.seed, cfg.data.split = 0, "*"
+    return fingerprint(cfg)
+
+
+def entry_config(name: str, label: str) -> Path:
+    """The config a paired entry's default arm ran: its label's prefix ('configs/x.yaml: VARIANT') or the dataset's."""
+    head, sep, _ = label.partition(": ")
+    return ROOT / head if sep and head.endswith(".yaml") else CONFIGS[name]
+
+
+def recover_config_fingerprints(paired: dict) -> None:
+    """Entries written before paired checks recorded their config: take it from the default arm's run
+    folders (any work_dirs/ablation/<dataset>/paired*/default* whose finished runs are the entry's,
+    seed, fold and accuracy), when they are still on this machine; others stay unknown."""
+    for name, entries in paired.items():
+        for label, r in entries.items():
+            if "config_fingerprint" in r:
+                continue
+            want = {(x["seed"], str(x["fold"]), x["class_avg_acc"]) for x in r["default"]["runs"]}
+            for arm in sorted((ROOT / "work_dirs/ablation" / name).glob("paired*/default*")):
+                runs = [d for d in arm.iterdir() if (d / "metrics.json").is_file()]
+                got = {(m["seed"], str(m["split"]), m["class_avg_acc"]): d for d in runs if (m := read_metrics(d))}
+                if want <= set(got):
+                    r["config_fingerprint"] = config_fingerprint(load_config(got[next(iter(want))] / "config.yaml"))
+                    r["config_fingerprint_from"] = str(arm.relative_to(ROOT))
+                    break
+
+
 def run_paired(name: str, variant: str, overrides: dict, seeds: list[int], args: argparse.Namespace,
                config: Path | None = None) -> dict:
     """The variant and the default (`config`, else the dataset's) over `seeds` x every split, in
@@ -120,21 +153,29 @@ def run_paired(name: str, variant: str, overrides: dict, seeds: list[int], args:
     return {"overrides": overrides, "seeds": seeds, "default": arms["default"], "variant": arms[variant],
             "n_pairs": d.n, "diff": d.mean, "ci95": [d.lo, d.hi], "bootstrap95": [d.boot_lo, d.boot_hi],
             "wins": d.wins, "ties": d.ties, "losses": d.losses,
+            "config_fingerprint": config_fingerprint(load_config(config or CONFIGS[name])),
             "machine": machine(), "fingerprint": machine_fingerprint()}
 
 
 def paired_table(paired: dict) -> str:
+    """One row per check; *default config*: whether its default arm ran the config file as it is now."""
     lines = ["| dataset | variant | seeds x splits | default % | variant % | variant − default (points) | 95% t-interval | "
-             "bootstrap | wins / ties / losses | resolved | s/run (default, variant) | sitting |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "bootstrap | wins / ties / losses | resolved | default config | s/run (default, variant) | sitting |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    now: dict[Path, str] = {}
     for name, entries in paired.items():
         for variant, r in entries.items():
+            path = entry_config(name, variant)
+            now.setdefault(path, config_fingerprint(load_config(path)))
+            recorded = r.get("config_fingerprint")
+            config = ("not recorded" if recorded is None else "as now" if recorded == now[path]
+                      else f"**older** ({recorded[:8]})")
             lo, hi = r["ci95"]
             verdict = "better" if lo > 0 else "worse" if hi < 0 else ""
             lines.append(f"| {name} | {variant} | {r['n_pairs']} | {100 * r['default']['class_avg_acc']:.2f} | "
                          f"{100 * r['variant']['class_avg_acc']:.2f} | {100 * r['diff']:+.2f} | "
                          f"[{100 * lo:+.2f}, {100 * hi:+.2f}] | [{100 * r['bootstrap95'][0]:+.2f}, {100 * r['bootstrap95'][1]:+.2f}] | "
-                         f"{r['wins']} / {r['ties']} / {r['losses']} | {verdict} | "
+                         f"{r['wins']} / {r['ties']} / {r['losses']} | {verdict} | {config} | "
                          f"{r['default']['wall_s_per_run']:.0f}, {r['variant']['wall_s_per_run']:.0f} | "
                          f"{r['fingerprint']['cpu_model']} (torch {r['fingerprint']['torch_cpu_capability']}), "
                          f"{r['sitting_wall_s'] / 60:.0f} min with {r.get('workers', 2)} workers |")
@@ -205,7 +246,10 @@ def backbone_section() -> str:
         lines += ["### Paired checks", "",
                   "`python benchmarks/backbone_ablation.py --only DATASET --paired VARIANT --seeds 0,1,2`: the variant "
                   "and the default rerun side by side in one sitting on one machine, over every seed and split; the "
-                  "difference is taken over the pairs of one seed and split. *resolved*: the t-interval excludes zero.",
+                  "difference is taken over the pairs of one seed and split. *resolved*: the t-interval excludes zero. "
+                  "*default config*: whether the default arm ran the config file as it is now (*older*: the file "
+                  "changed since, e.g. a variant was adopted; the first hex digits of the fingerprint it ran; *not "
+                  "recorded*: a check from before this column whose runs are not on this machine).",
                   "", paired.read_text().strip(), ""]
     return "\n".join(lines + [END])
 
@@ -263,6 +307,8 @@ def main() -> None:
     path = RESULTS / "backbone_ablation.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
     if args.report_only:
+        recover_config_fingerprints(results.get("paired", {}))
+        path.write_text(json.dumps(results, indent=2))
         write_tables(results)
         update_results_doc()
         return

@@ -52,15 +52,8 @@ def module_outputs(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.T
 @contextmanager
 def gap_probe(model: torch.nn.Module, pruner, x: torch.Tensor, gap: dict):
     """Around the run's finalize(): the soft network's picture on entry, the hard one's on exit."""
-    tensors = {}
-    if pruner.masks is None:  # still soft (no hard tail, or the tail never started)
-        split = pruner.soft_to_hard()
-        for g in pruner._groups:
-            for n in g.names:
-                w = pruner.latent(n).detach()
-                tensors[n] = {"numel": w.numel(), "edge": g.edge,
-                              "in_transition": int((g.sharpness * (w.abs() - g.edge)).abs().lt(5).sum()),
-                              **split["per_tensor"][n]}
+    # still soft unless a hard tail ran: then there is no soft network left to compare
+    tensors = pruner.soft_to_hard()["per_tensor"] if pruner.masks is None else {}
     soft = module_outputs(model, x)
     yield
     hard = module_outputs(model, x)

@@ -277,3 +277,32 @@ def test_confusion_sums_finished_runs_and_lists_where_each_class_goes(tmp_path):
     write_sealed_json(tmp_path / "r3" / "metrics.json", {"class_names": ["x", "y", "z"], "confusion": m})
     with pytest.raises(SystemExit, match="r3: other classes"):
         confusion.summed_confusion([tmp_path])
+
+
+def test_paired_checks_say_whether_their_default_arm_ran_todays_config(tmp_path, monkeypatch):
+    """The config's fingerprint ignores seed and split but not a setting; a paired row whose config
+    file changed since it ran says so, one from before the field existed says it is not recorded."""
+    import shutil
+
+    from pmp.training.config import load_config
+
+    ab = load_benchmark("backbone_ablation")
+    cfg = tmp_path / "c.yaml"
+    shutil.copy(ab.ROOT / "configs/synthetic.yaml", cfg)
+    base = load_config(cfg)
+    other = load_config(cfg)
+    other.train.seed, other.data.split = 7, "elsewhere"
+    assert ab.config_fingerprint(base) == ab.config_fingerprint(other)
+    other.train.epochs += 1
+    assert ab.config_fingerprint(base) != ab.config_fingerprint(other)
+    monkeypatch.setattr(ab, "CONFIGS", {"syn": cfg})
+    arm = {"class_avg_acc": 0.9, "wall_s_per_run": 1.0}
+    row = {"n_pairs": 3, "default": arm, "variant": arm, "diff": 0.0, "ci95": [-0.1, 0.1], "bootstrap95": [-0.1, 0.1],
+           "wins": 1, "ties": 1, "losses": 1, "fingerprint": {"cpu_model": "cpu", "torch_cpu_capability": "x"},
+           "sitting_wall_s": 60.0}
+    table = ab.paired_table({"syn": {"now": {**row, "config_fingerprint": ab.config_fingerprint(base)},
+                                     "then": {**row, "config_fingerprint": ab.config_fingerprint(other)},
+                                     "unknown": row}})
+    marks = {line.split(" | ")[1]: line.split(" | ")[10] for line in table.splitlines()[2:]}
+    assert marks == {"now": "as now", "then": f"**older** ({ab.config_fingerprint(other)[:8]})",
+                     "unknown": "not recorded"}

@@ -236,6 +236,10 @@ def test_diagnostics_report_a_crisp_mask_at_high_sharpness() -> None:
     assert late["psi_out_band"] > 0.99
     assert late["relative_gap"] < early["relative_gap"]
     assert set(late["per_tensor"]) == {t.name for t in pruner.targets}
+    for t in pruner.targets:  # sharper band-stop: fewer weights left in its transition
+        e, lt = early["per_tensor"][t.name], late["per_tensor"][t.name]
+        assert e["numel"] == lt["numel"] == pruner.latent(t.name).numel()
+        assert lt["in_transition"] < e["in_transition"] <= e["numel"]
     json.dumps(late)
 
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..data.preprocess import swap_persons
 from .layers import JointDistances
 from .registry import register_model
 
@@ -102,12 +103,12 @@ class DDNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, T, V, C) skeleton sequences -> (B, num_classes) logits; `symmetric`: the mean of the
-        logits of both person orders (persons are stored one after the other: the swap is a roll of
-        the joints by half), so the output does not depend on which slot holds whom."""
+        logits of both person orders (pmp.data.preprocess.swap_persons), so the output does not
+        depend on which slot holds whom."""
         if not self.symmetric:
             return self.logits(x)
         b = x.shape[0]
-        both = self.logits(torch.cat([x, torch.roll(x, x.shape[2] // 2, dims=2)]))
+        both = self.logits(torch.cat([x, swap_persons(x)]))
         return (both[:b] + both[b:]) / 2
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:

@@ -303,7 +303,9 @@ class PMP(Pruner):
         """How far the soft network is from the one `finalize()` would give.
 
         psi_in_band / psi_out_band: mean psi over |W^| < a and over the rest (0 and 1 when crisp);
-        relative_gap: ||W^ psi - W^ m|| / ||W^ psi||, m the exact top-k masks of finalize()."""
+        relative_gap: ||W^ psi - W^ m|| / ||W^ psi||, m the exact top-k masks of finalize();
+        per tensor also its size, band edge, and how many weights sit in the band-stop's transition
+        (|s (|W^| - a)| < 5: psi neither ~0 nor ~1), the ones hardening moves most."""
         if self.finalized or self.masks is not None:
             raise RuntimeError("pmp: soft_to_hard() needs the soft network; the pruner is finalized or in its hard tail")
         masks = self.compute_masks(self.final_scores())
@@ -316,7 +318,9 @@ class PMP(Pruner):
                 psi = self._bandstops[n].gate(w)
                 band = w.abs() < g.edge
                 t_in, t_out, c_in = float(psi[band].sum()), float(psi[~band].sum()), int(band.sum())
-                per[n] = {"psi_in_band": t_in / max(c_in, 1), "psi_out_band": t_out / max(w.numel() - c_in, 1)}
+                per[n] = {"psi_in_band": t_in / max(c_in, 1), "psi_out_band": t_out / max(w.numel() - c_in, 1),
+                          "numel": w.numel(), "edge": g.edge,
+                          "in_transition": int((g.sharpness * (w.abs() - g.edge)).abs().lt(5).sum())}
                 psi_in, psi_out, n_in = psi_in + t_in, psi_out + t_out, n_in + c_in
                 soft = w * psi
                 gap += float((soft - w * masks[n]).square().sum())
