@@ -202,7 +202,8 @@ STGCN_DOC = ROOT / "docs" / "backbones" / "stgcn.md"
 TUNING_TITLES = {"tuning": ("Measured: the same tuning budget for every method", METHOD_DOC),
                  "tuning_heldout": ("Held-out check of the tuning: the paper grid's seeds 2-4", METHOD_DOC),
                  "hard_tail_sbu": ("Measured: PMP's hard tail on stgcn, SBU", STGCN_DOC),
-                 "hard_tail_fpha": ("Measured: PMP's hard tail on stgcn, FPHA", STGCN_DOC)}
+                 "hard_tail_fpha": ("Measured: PMP's hard tail on stgcn, FPHA", STGCN_DOC),
+                 "hard_tail_sbu_drop_last": ("Measured: PMP's hard tail on stgcn, SBU, with drop_last", STGCN_DOC)}
 
 
 def markers(name: str) -> tuple[str, str]:

@@ -124,11 +124,12 @@ def test_ablation_sweep_is_one_factor_at_a_time_around_the_default(path, seeds, 
     build_configs(spec, runs[:: len(runs) // 7])  # every kind of run builds into a valid config
 
 
-@pytest.mark.parametrize("name, base, seeds, splits", [
-    ("hard_tail_sbu", "configs/sbu_stgcn.yaml", [0], ["1", "2", "3", "4", "5"]),
-    ("hard_tail_fpha", "configs/fpha_stgcn.yaml", [0, 1, 2], ["1:1"]),
+@pytest.mark.parametrize("name, base, seeds, splits, drop_last", [
+    ("hard_tail_sbu", "configs/sbu_stgcn.yaml", [0], ["1", "2", "3", "4", "5"], False),
+    ("hard_tail_sbu_drop_last", "configs/sbu_stgcn.yaml", [0], ["1", "2", "3", "4", "5"], True),
+    ("hard_tail_fpha", "configs/fpha_stgcn.yaml", [0, 1, 2], ["1:1"], False),
 ])  # fmt: skip
-def test_hard_tail_sweeps_move_only_the_tail_on_the_stgcn_protocol(name, base, seeds, splits):
+def test_hard_tail_sweeps_move_only_the_tail_on_the_stgcn_protocol(name, base, seeds, splits, drop_last):
     """PMP with and without its hard tail beside GMP, on the backbone grid's seeds and folds; the
     table goes to the backbone's page."""
     from test_paired import load_benchmark
@@ -147,7 +148,7 @@ def test_hard_tail_sweeps_move_only_the_tail_on_the_stgcn_protocol(name, base, s
         assert changed == ({"pruning.options.hard_tail": 0.25} if r.label == "pmp@tail" else {}), r.run_id
     configs = build_configs(spec, [r for r in runs if r.label == "pmp@tail"][:1])
     assert configs[0].pruning.options == {"hard_tail": 0.25} and configs[0].model.name == "stgcn"
-    assert not configs[0].train.drop_last
+    assert configs[0].train.drop_last == drop_last  # the SBU twins: before and after the config took it
     assert ab.TUNING_TITLES[name][1] == ab.STGCN_DOC
 
 
