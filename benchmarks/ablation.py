@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from backbones import sweep_spec as backbone_grid  # noqa: E402
 from paper_table import ARCHIVES, DATASETS, RESULTS, machine, sweep_and_report  # noqa: E402
 
 from pmp.experiments import load_sweep  # noqa: E402
@@ -106,13 +107,32 @@ def _cpu(metrics: dict) -> str | None:
     return f"{m['cpu_model']} (torch {isa})" if m.get("cpu_model") and isa else m.get("cpu_model")
 
 
-def grid_agreement(reports: dict) -> dict:
-    """A sweep's default runs of each method (`pmp`, and the tuning sweep's `mp`, `lth`, ...) are the
-    paper grid's runs of the same method, seed, fold and rate (same config, other folders): a check of
-    determinism across sittings. Per sweep, per method and per CPU the grid's run was made on (an
-    archived row records none): pairs, how many identical to the bit, the largest and the mean absolute
-    difference in points. The PMP groups keep their names of before (`grid run on <cpu>`)."""
+def reference_grid(spec) -> list:
+    """The finished runs of the grid made on the sweep's base config: the paper grid (the attention
+    GCN's configs) or benchmarks/backbones.py's grid of that backbone and dataset; none if neither."""
     from pmp.experiments.report import collect
+
+    base = Path(spec.base).resolve()
+    grids = [load_sweep(path) for path in DATASETS.values()]
+    cfg = load_config(base)
+    try:
+        grids.append(backbone_grid(cfg.model.name, cfg.data.name, ROOT / "work_dirs" / "backbones", [0], ["1"], None))
+    except SystemExit:  # no backbones.py config of this backbone and dataset
+        pass
+    for g in grids:
+        if Path(g.base).resolve() == base:
+            return collect(g.out, [ARCHIVES / f"{g.name}.jsonl"])[0]
+    return []
+
+
+def grid_agreement(reports: dict, specs: dict) -> dict:
+    """A sweep's default runs of each method (`pmp`, and the tuning sweep's `mp`, `lth`, ...) are the
+    runs of the same method, seed, fold and rate in the grid of its base config (reference_grid; other
+    folders): a check of determinism across sittings. A pair whose two runs record other config
+    fingerprints (the sweep pins an override the grid lacks) is not the same run and is only counted.
+    Per sweep, per method and per CPU the grid's run was made on (an archived row records none): pairs,
+    how many identical to the bit, the largest and the mean absolute difference in points. The PMP
+    groups keep their names of before (`grid run on <cpu>`)."""
 
     def key(r) -> tuple:
         return r.label, r.row["dataset"], r.row["rate"], r.row["seed"], r.row["fold"]
@@ -120,17 +140,22 @@ def grid_agreement(reports: dict) -> dict:
     out: dict = {}
     for name, rep in reports.items():
         ours = {key(r): r for r in rep.records if "@" not in r.label}
-        grids = [load_sweep(DATASETS[d]) for d in {k[1] for k in ours} if d in DATASETS]
-        grid = {key(r): r for g in grids for r in collect(g.out, [ARCHIVES / f"{g.name}.jsonl"])[0]}
+        grid = {key(r): r for r in reference_grid(specs[name])}
         groups: dict[str, list[float]] = {}
+        other_config = 0
         for k in sorted(set(ours) & set(grid), key=str):
+            mine, theirs = ours[k].metrics.get("fingerprint"), grid[k].metrics.get("fingerprint")
+            if mine and theirs and mine != theirs:
+                other_config += 1
+                continue
             cpu = _cpu(grid[k].metrics) or "not recorded (archived row)"
             label = f"grid run on {cpu}" if k[0] == "pmp" else f"{k[0]}: grid run on {cpu}"
             groups.setdefault(label, []).append(abs(ours[k].row["class_avg_acc"] - grid[k].row["class_avg_acc"]))
         cpus = {_cpu(r.metrics) for r in ours.values()}
         out[name] = {"ablation runs on": sorted(c for c in cpus if c), **{
             g: {"pairs": len(d), "identical": sum(x == 0 for x in d), "max_abs_diff_points": round(100 * max(d), 3),
-                "mean_abs_diff_points": round(100 * sum(d) / len(d), 3)} for g, d in sorted(groups.items())}}
+                "mean_abs_diff_points": round(100 * sum(d) / len(d), 3)} for g, d in sorted(groups.items())},
+            **({"pairs of another config (not compared)": other_config} if other_config else {})}
     return out
 
 
@@ -341,7 +366,7 @@ def main() -> None:
             timing[spec.name]["total_run_wall_s"] = round(sum(r.row["wall_s"] for r in rep.records), 1)
     write_csv(args.results / f"{args.name}.csv", rows, options)
     meta = {"machine": machine(), "command": "python benchmarks/ablation.py " + " ".join(sys.argv[1:]),
-            "timing": timing, "rows": len(rows), "grid_agreement": grid_agreement(reports)}
+            "timing": timing, "rows": len(rows), "grid_agreement": grid_agreement(reports, {s.name: s for s in specs})}
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     if args.results == RESULTS and reports:  # not a smoke run
         if args.name == "ablation":

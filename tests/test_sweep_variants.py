@@ -4,7 +4,10 @@ and the ablation sweeps' expansion: run ids, counts and the overrides each run g
 from __future__ import annotations
 
 import csv
+import importlib
 from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -306,3 +309,46 @@ def test_ablation_records_an_interrupted_sitting(tmp_path, monkeypatch):
     first, new = doc["timing"]["tuning"]["sittings"]
     assert doc["rows"] == 7 and first == {"sweep_wall_s": 60.0}
     assert new["interrupted"] is True and new["select"] == ["seed=0"] and new["sweep_wall_s"] >= 0
+
+
+def test_grid_agreement_compares_only_runs_of_one_config(monkeypatch):
+    """A sweep's default runs against the grid of its base config: runs recording the same config
+    fingerprint are compared (identical or not); a pair of two fingerprints (the sweep pins an
+    override) is another run and is only counted; variants (`pmp@tail`) are never compared."""
+    from test_paired import load_benchmark
+
+    from pmp.experiments.report import RunRecord
+
+    ab = load_benchmark("ablation")
+
+    def run(method, seed, acc, fp, name=""):
+        row = {"method": method, "dataset": "sbu", "rate": 0.9, "seed": seed, "fold": "1", "class_avg_acc": acc}
+        return RunRecord(row, {"fingerprint": fp, "machine": {"cpu_model": "cpu", "torch_cpu_capability": "X"}}, name)
+
+    grid = [run("pmp", 0, 0.90, "a"), run("pmp", 1, 0.80, "b"), run("pmp", 2, 0.70, "c"), run("gmp", 0, 0.5, "d")]
+    ours = [run("pmp", 0, 0.90, "a"), run("pmp", 1, 0.85, "b"), run("pmp", 2, 0.70, "other"),
+            run("pmp", 0, 0.99, "e", name="tail"), run("gmp", 0, 0.5, "d")]
+    monkeypatch.setattr(ab, "reference_grid", lambda spec: grid)
+    out = ab.grid_agreement({"s": SimpleNamespace(records=ours)}, {"s": None})["s"]
+    assert out["grid run on cpu (torch X)"] == {"pairs": 2, "identical": 1, "max_abs_diff_points": 5.0,
+                                                "mean_abs_diff_points": 2.5}
+    assert out["gmp: grid run on cpu (torch X)"]["identical"] == 1
+    assert out["pairs of another config (not compared)"] == 1
+
+
+def test_the_reference_grid_is_the_one_of_the_sweeps_base_config(monkeypatch, tmp_path):
+    """The attention GCN's sweeps compare with the paper grid, a backbone's with backbones.py's grid
+    of it; a base config of neither has no reference."""
+    from test_paired import load_benchmark
+
+    ab = load_benchmark("ablation")
+    asked = []
+    monkeypatch.setattr(importlib.import_module("pmp.experiments.report"), "collect",
+                        lambda out, archives: asked.append((Path(out).name, archives[0].name)) or ([], []))
+    for sweep in ("hard_tail_fpha", "hard_tail_sbu_drop_last", "tuning"):
+        ab.reference_grid(load_sweep(f"configs/sweeps/{sweep}.yaml"))
+    assert asked == [("stgcn_fpha", "stgcn_fpha.jsonl"), ("stgcn_sbu", "stgcn_sbu.jsonl"),
+                     (Path(load_sweep("configs/sweeps/fpha.yaml").out).name, "fpha.jsonl")]
+    mine = tmp_path / "mine.yaml"  # a user's own config: no grid of it
+    mine.write_text(Path("configs/synthetic.yaml").read_text())
+    assert ab.reference_grid(SimpleNamespace(base=str(mine))) == [] and len(asked) == 3
