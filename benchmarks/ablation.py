@@ -84,7 +84,7 @@ def ablation_rows(rep, runs_dir: Path, options: list[str]) -> list[dict]:
     for r in rep.records:
         cfg = load_config(runs_dir / r.row["run"] / "config.yaml")
         defaults = method_defaults(cfg.pruning.method)
-        used = {**defaults, **cfg.pruning.options, "scope": cfg.pruning.scope}
+        used = {**defaults, **cfg.pruning.run_options(), "scope": cfg.pruning.scope}
         layer, extent = latent_extent(r.metrics)
         rows.append({**{c: r.row.get(c) for c in RUN_COLUMNS}, "latent_layer": layer, "latent_max_abs": extent,
                      "method": cfg.pruning.method,

@@ -279,3 +279,25 @@ def test_a_corrupt_config_yaml_is_a_config_error_naming_it(tmp_path, text):
     path.write_bytes(text)
     with pytest.raises(ConfigError, match="config.yaml"):
         load_config(path)
+
+
+def test_method_options_reach_their_method_only_and_the_fingerprint_is_what_the_run_gets(tmp_path):
+    """`pruning.method_options` hands PMP its hard tail without giving it to GMP (which would reject
+    it); `options` win over them; a run fingerprints as the options its method got, however spelt;
+    an unknown method is a config error naming the field."""
+    from pmp.training.rundir import fingerprint
+
+    per_method = {"pruning.method_options": {"pmp": {"hard_tail": 0.25, "lam": 2.0}}}
+    pmp_cfg = tiny_config(**per_method, **{"pruning.method": "pmp", "pruning.rate": 0.9, "pruning.options": {"lam": 3.0}})
+    assert pmp_cfg.pruning.run_options() == {"hard_tail": 0.25, "lam": 3.0}
+    spelt = tiny_config(**{"pruning.method": "pmp", "pruning.rate": 0.9, "pruning.options": {"hard_tail": 0.25, "lam": 3.0}})
+    assert fingerprint(pmp_cfg) == fingerprint(spelt)
+    gmp_cfg = apply_overrides(pmp_cfg, {"pruning.method": "gmp", "pruning.options": {}})
+    assert gmp_cfg.pruning.run_options() == {}
+    assert fingerprint(gmp_cfg) == fingerprint(tiny_config(**{"pruning.method": "gmp", "pruning.rate": 0.9}))
+    m = run_experiment(apply_overrides(gmp_cfg, {"train.epochs": 1}), tmp_path / "gmp")  # GMP trains: no hard_tail
+    assert m["method_options"].get("hard_tail") is None
+    with pytest.raises(ConfigError, match=r"method_options: unknown method 'pnp'"):
+        tiny_config(**{"pruning.method_options": {"pnp": {"lam": 1.0}}})
+    with pytest.raises(ConfigError, match=r"method_options.pmp: expected a mapping"):
+        tiny_config(**{"pruning.method_options": {"pmp": 0.25}})

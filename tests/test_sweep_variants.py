@@ -143,14 +143,17 @@ def test_hard_tail_sweeps_move_only_the_tail_on_the_stgcn_protocol(name, base, s
     runs = expand_grid(spec)
     assert spec.name == name and str(spec.base).endswith(base)
     assert Counter(r.label for r in runs) == {m: 3 * len(seeds) * len(splits) for m in ("pmp", "pmp@tail", "gmp")}
-    # the SBU sweep was measured before its base config took drop_last, and pins it off for every run
-    assert spec.overrides == ({"train.drop_last": False} if name == "hard_tail_sbu" else {})
+    # the SBU sweep was measured before its base config took drop_last, and pins it off for every run;
+    # all were measured before the configs made the tail PMP's default, and pin that off
+    assert spec.overrides == ({"train.drop_last": False} if name == "hard_tail_sbu" else {}) | {"pruning.method_options": {}}
     shared = {"pruning.method", "pruning.rate", "train.seed", "data.split", *spec.overrides}
     for r in runs:
         changed = {k: v for k, v in r.overrides.items() if k not in shared}
         assert changed == ({"pruning.options.hard_tail": 0.25} if r.label == "pmp@tail" else {}), r.run_id
     configs = build_configs(spec, [r for r in runs if r.label == "pmp@tail"][:1])
-    assert configs[0].pruning.options == {"hard_tail": 0.25} and configs[0].model.name == "stgcn"
+    assert configs[0].pruning.run_options() == {"hard_tail": 0.25} and configs[0].model.name == "stgcn"
+    default = build_configs(spec, [r for r in runs if r.label == "pmp"][:1])[0]
+    assert default.pruning.run_options() == {}  # `pmp` is PMP without the tail
     assert configs[0].train.drop_last == drop_last  # the SBU twins: before and after the config took it
     assert ab.TUNING_TITLES[name][1] == ab.STGCN_DOC
 

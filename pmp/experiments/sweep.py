@@ -100,8 +100,9 @@ def terminate_as_interrupt() -> Iterator[None]:
 
 def estimated_cost(cfg: ExperimentConfig) -> int:
     """Total training epochs: long runs start first so that the workers finish together."""
-    if cfg.pruning.method == "lth" and not cfg.pruning.options.get("split_epochs", False):
-        return cfg.train.epochs * (int(cfg.pruning.options.get("rounds", LTH_DEFAULT_ROUNDS)) + 1)
+    options = cfg.pruning.run_options()
+    if cfg.pruning.method == "lth" and not options.get("split_epochs", False):
+        return cfg.train.epochs * (int(options.get("rounds", LTH_DEFAULT_ROUNDS)) + 1)
     return cfg.train.epochs
 
 

@@ -71,6 +71,22 @@ class PruningConfig:
     exclude: list[str] = field(default_factory=list)
     exclude_last: bool = True  # keep the classifier dense
     options: dict[str, Any] = field(default_factory=dict)  # method-specific (e.g. prior, lam)
+    # per-method defaults, e.g. {pmp: {hard_tail: 0.25}}: one config (and one sweep over methods)
+    # gives a method its options without handing them to the others; `options` win over them
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from pmp.pruning.base import METHODS
+
+        for method, opts in self.method_options.items():
+            if method not in METHODS:
+                raise ValueError(f"method_options: unknown method {method!r}; methods: {', '.join(sorted(METHODS))}")
+            if not isinstance(opts, dict):
+                raise ValueError(f"method_options.{method}: expected a mapping of options, got {opts!r}")
+
+    def run_options(self) -> dict[str, Any]:
+        """The options this run's method gets: its `method_options` entry under `options`."""
+        return {**self.method_options.get(self.method, {}), **self.options}
 
 
 @dataclass

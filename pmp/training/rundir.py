@@ -63,6 +63,9 @@ def data_identity(name: str) -> str:
 def semantic_config(cfg: ExperimentConfig) -> dict[str, Any]:
     """The config as a dict without the NON_SEMANTIC fields, the dataset by `data_identity`."""
     d = copy.deepcopy(cfg.to_dict())
+    # what the run's method gets, however the config spells it (options or method_options)
+    d["pruning"]["options"] = cfg.pruning.run_options()
+    del d["pruning"]["method_options"]
     dropped = [*NON_SEMANTIC, *(k for k, default in ADDED_LATER.items() if _get(d, k) == default)]
     for key in dropped:
         *parents, leaf = key.split(".")

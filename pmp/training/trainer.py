@@ -221,10 +221,10 @@ class _Run:
         try:
             self.pruner = create_pruner(
                 p.method, self.model, p.rate, scope=p.scope, include=p.include, exclude=p.exclude,
-                exclude_last=p.exclude_last, **p.options,
+                exclude_last=p.exclude_last, **p.run_options(),
             )
         except TypeError as e:  # an option the method does not take, or a value of the wrong type
-            raise ConfigError(f"pruning.options {p.options}: {e} (options of {p.method!r}: "
+            raise ConfigError(f"pruning.options {p.run_options()}: {e} (options of {p.method!r}: "
                               f"{', '.join(method_options(p.method)) or 'none'})") from None
         self.total_epochs = cfg.train.epochs * self.pruner.epoch_multiplier
         bs = cfg.train.batch_size or len(self.x_train)
