@@ -297,6 +297,9 @@ def test_method_options_reach_their_method_only_and_the_fingerprint_is_what_the_
     assert fingerprint(gmp_cfg) == fingerprint(tiny_config(**{"pruning.method": "gmp", "pruning.rate": 0.9}))
     m = run_experiment(apply_overrides(gmp_cfg, {"train.epochs": 1}), tmp_path / "gmp")  # GMP trains: no hard_tail
     assert m["method_options"].get("hard_tail") is None
+    typo = tiny_config(**{"pruning.method": "pmp", "pruning.rate": 0.9, "pruning.method_options": {"pmp": {"hard_tial": 1}}})
+    with pytest.raises(ConfigError, match=r"pruning.options \+ pruning.method_options.pmp .*hard_tial"):
+        run_experiment(typo, tmp_path / "typo")
     with pytest.raises(ConfigError, match=r"method_options: unknown method 'pnp'"):
         tiny_config(**{"pruning.method_options": {"pnp": {"lam": 1.0}}})
     with pytest.raises(ConfigError, match=r"method_options.pmp: expected a mapping"):

@@ -224,7 +224,8 @@ class _Run:
                 exclude_last=p.exclude_last, **p.run_options(),
             )
         except TypeError as e:  # an option the method does not take, or a value of the wrong type
-            raise ConfigError(f"pruning.options {p.run_options()}: {e} (options of {p.method!r}: "
+            given = "pruning.options" + (f" + pruning.method_options.{p.method}" if p.method in p.method_options else "")
+            raise ConfigError(f"{given} {p.run_options()}: {e} (options of {p.method!r}: "
                               f"{', '.join(method_options(p.method)) or 'none'})") from None
         self.total_epochs = cfg.train.epochs * self.pruner.epoch_multiplier
         bs = cfg.train.batch_size or len(self.x_train)
