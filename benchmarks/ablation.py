@@ -126,32 +126,39 @@ def reference_grid(spec) -> list:
 
 
 def grid_agreement(reports: dict, specs: dict) -> dict:
-    """A sweep's default runs of each method (`pmp`, and the tuning sweep's `mp`, `lth`, ...) are the
-    runs of the same method, seed, fold and rate in the grid of its base config (reference_grid; other
-    folders): a check of determinism across sittings. A pair whose two runs record other config
-    fingerprints (the sweep pins an override the grid lacks) is not the same run and is only counted.
-    Per sweep, per method and per CPU the grid's run was made on (an archived row records none): pairs,
-    how many identical to the bit, the largest and the mean absolute difference in points. The PMP
-    groups keep their names of before (`grid run on <cpu>`)."""
+    """A sweep's runs that are runs of the grid of its base config (reference_grid; other folders):
+    the same config fingerprint, seed, fold and rate, whatever their labels (a variant the config has
+    since adopted is the grid's run); runs without a fingerprint (archived rows) are matched by method,
+    seed, fold and rate. A check of determinism across sittings. A default run whose grid cell ran
+    another config (the sweep pins an override the grid lacks) is only counted. Per sweep, per label
+    and per CPU the grid's run was made on (an archived row records none): pairs, how many identical
+    to the bit, the largest and the mean absolute difference in points. The PMP default's groups keep
+    their names of before (`grid run on <cpu>`)."""
 
     def key(r) -> tuple:
         return r.label, r.row["dataset"], r.row["rate"], r.row["seed"], r.row["fold"]
 
     out: dict = {}
     for name, rep in reports.items():
-        ours = {key(r): r for r in rep.records if "@" not in r.label}
-        grid = {key(r): r for r in reference_grid(specs[name])}
+        grid_runs = reference_grid(specs[name])
+        by_fingerprint = {r.metrics["fingerprint"]: r for r in grid_runs if r.metrics.get("fingerprint")}
+        by_key = {key(r): r for r in grid_runs}
         groups: dict[str, list[float]] = {}
         other_config = 0
-        for k in sorted(set(ours) & set(grid), key=str):
-            mine, theirs = ours[k].metrics.get("fingerprint"), grid[k].metrics.get("fingerprint")
-            if mine and theirs and mine != theirs:
-                other_config += 1
-                continue
-            cpu = _cpu(grid[k].metrics) or "not recorded (archived row)"
-            label = f"grid run on {cpu}" if k[0] == "pmp" else f"{k[0]}: grid run on {cpu}"
-            groups.setdefault(label, []).append(abs(ours[k].row["class_avg_acc"] - grid[k].row["class_avg_acc"]))
-        cpus = {_cpu(r.metrics) for r in ours.values()}
+        for r in sorted(rep.records, key=lambda r: str(key(r))):
+            mine = r.metrics.get("fingerprint")
+            g = by_fingerprint.get(mine) if mine else None
+            if g is None:
+                g = by_key.get(key(r)) if "@" not in r.label else None
+                if g is None:
+                    continue
+                if mine and g.metrics.get("fingerprint"):  # the grid's cell ran another config
+                    other_config += 1
+                    continue
+            cpu = _cpu(g.metrics) or "not recorded (archived row)"
+            label = f"grid run on {cpu}" if r.label == "pmp" else f"{r.label}: grid run on {cpu}"
+            groups.setdefault(label, []).append(abs(r.row["class_avg_acc"] - g.row["class_avg_acc"]))
+        cpus = {_cpu(r.metrics) for r in rep.records}
         out[name] = {"ablation runs on": sorted(c for c in cpus if c), **{
             g: {"pairs": len(d), "identical": sum(x == 0 for x in d), "max_abs_diff_points": round(100 * max(d), 3),
                 "mean_abs_diff_points": round(100 * sum(d) / len(d), 3)} for g, d in sorted(groups.items())},

@@ -315,9 +315,10 @@ def test_ablation_records_an_interrupted_sitting(tmp_path, monkeypatch):
 
 
 def test_grid_agreement_compares_only_runs_of_one_config(monkeypatch):
-    """A sweep's default runs against the grid of its base config: runs recording the same config
-    fingerprint are compared (identical or not); a pair of two fingerprints (the sweep pins an
-    override) is another run and is only counted; variants (`pmp@tail`) are never compared."""
+    """A sweep's runs against the grid of its base config: runs recording the same config fingerprint
+    are compared (identical or not), a variant too when the grid's config has adopted it; a default
+    run whose grid cell ran another config (the sweep pins an override) is only counted; a variant of
+    a config the grid never ran is not compared."""
     from test_paired import load_benchmark
 
     from pmp.experiments.report import RunRecord
@@ -328,15 +329,18 @@ def test_grid_agreement_compares_only_runs_of_one_config(monkeypatch):
         row = {"method": method, "dataset": "sbu", "rate": 0.9, "seed": seed, "fold": "1", "class_avg_acc": acc}
         return RunRecord(row, {"fingerprint": fp, "machine": {"cpu_model": "cpu", "torch_cpu_capability": "X"}}, name)
 
-    grid = [run("pmp", 0, 0.90, "a"), run("pmp", 1, 0.80, "b"), run("pmp", 2, 0.70, "c"), run("gmp", 0, 0.5, "d")]
+    grid = [run("pmp", 0, 0.90, "a"), run("pmp", 1, 0.80, "b"), run("pmp", 2, 0.70, "c"), run("gmp", 0, 0.5, "d"),
+            run("pmp", 3, 0.60, "t")]  # seed 3: the grid's config has adopted the sweep's `tail` variant
     ours = [run("pmp", 0, 0.90, "a"), run("pmp", 1, 0.85, "b"), run("pmp", 2, 0.70, "other"),
-            run("pmp", 0, 0.99, "e", name="tail"), run("gmp", 0, 0.5, "d")]
+            run("pmp", 0, 0.99, "e", name="tail"), run("gmp", 0, 0.5, "d"),
+            run("pmp", 3, 0.60, "t", name="tail"), run("pmp", 3, 0.50, "u")]
     monkeypatch.setattr(ab, "reference_grid", lambda spec: grid)
     out = ab.grid_agreement({"s": SimpleNamespace(records=ours)}, {"s": None})["s"]
     assert out["grid run on cpu (torch X)"] == {"pairs": 2, "identical": 1, "max_abs_diff_points": 5.0,
                                                 "mean_abs_diff_points": 2.5}
     assert out["gmp: grid run on cpu (torch X)"]["identical"] == 1
-    assert out["pairs of another config (not compared)"] == 1
+    assert out["pmp@tail: grid run on cpu (torch X)"]["identical"] == 1
+    assert out["pairs of another config (not compared)"] == 2  # seed 2, and seed 3's default
 
 
 def test_the_reference_grid_is_the_one_of_the_sweeps_base_config(monkeypatch, tmp_path):
