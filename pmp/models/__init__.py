@@ -1,6 +1,6 @@
 """Backbones, built by name through the registry."""
 
-from . import agcn, ddnet, stgcn  # noqa: F401  (register "agcn", "ddnet", "stgcn")
+from . import agcn, ddnet, ensemble, stgcn  # noqa: F401  (register "agcn", "ddnet", "ensemble", "stgcn")
 from .registry import create_model, list_models, model_dataset_fields, register_model
 
 __all__ = ["create_model", "list_models", "model_dataset_fields", "register_model"]

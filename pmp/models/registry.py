@@ -7,18 +7,22 @@ from typing import Any, Callable
 from torch import nn
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
-_DATASET_FIELDS: dict[str, tuple[str, ...]] = {}
+_DATASET_FIELDS: dict[str, tuple[str, ...] | str] = {}
+#: `dataset_fields` of a model that builds other registered models (an ensemble): it takes every
+#: field any registered model declares, and passes each member the ones it needs.
+ALL_FIELDS = "*"
 
 
-def register_model(name: str, dataset_fields: tuple[str, ...] = ()) -> Callable[[Callable[..., nn.Module]],
-                                                                              Callable[..., nn.Module]]:
+def register_model(name: str, dataset_fields: tuple[str, ...] | str = ()) -> Callable[[Callable[..., nn.Module]],
+                                                                                    Callable[..., nn.Module]]:
     """Register a model factory. `dataset_fields`: dataset attributes (e.g. "edges") the trainer
-    passes as kwargs of the same name, for models that need more of the data than its sizes."""
+    passes as kwargs of the same name, for models that need more of the data than its sizes
+    (ALL_FIELDS: those of every registered model)."""
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _MODELS:
             raise ValueError(f"model {name!r} registered twice")
         _MODELS[name] = fn
-        _DATASET_FIELDS[name] = tuple(dataset_fields)
+        _DATASET_FIELDS[name] = dataset_fields if dataset_fields == ALL_FIELDS else tuple(dataset_fields)
         return fn
 
     return deco
@@ -28,7 +32,10 @@ def model_dataset_fields(name: str) -> tuple[str, ...]:
     """The dataset attributes model `name` takes as kwargs (see `register_model`)."""
     if name not in _MODELS:
         raise KeyError(f"unknown model {name!r}; available: {', '.join(list_models())}")
-    return _DATASET_FIELDS[name]
+    fields = _DATASET_FIELDS[name]
+    if fields == ALL_FIELDS:
+        return tuple(sorted({f for v in _DATASET_FIELDS.values() if v != ALL_FIELDS for f in v}))
+    return tuple(fields)
 
 
 def list_models() -> list[str]:

@@ -36,6 +36,7 @@ from pmp.data import DataFormatError, SkeletonDataset, Split, augment, load_data
 from pmp.data.preprocess import layout_of, mirror
 from pmp.machine import check_allocation, machine_fingerprint
 from pmp.models import create_model, model_dataset_fields
+from pmp.models.ensemble import MemberLogits
 from pmp.pruning.base import Pruner, create_pruner
 from pmp.pruning.mrmp import recalibrate_batchnorm
 from pmp.pruning.report import sparsity_report
@@ -274,11 +275,17 @@ class _Run:
         yb = self.y_train[idx]
         lam, perm = mixup_draw(len(xb), t.mixup, self.aug_gen) if t.mixup else (1.0, None)
         xb, yb = xb.to(self.device), yb.to(self.device)  # augmentation ran on the CPU, seeded as there
-        logits = self.model(xb if perm is None else lam * xb + (1 - lam) * xb[perm])
-        loss = nn.functional.cross_entropy(logits, yb, label_smoothing=t.label_smoothing)
-        if perm is not None:
-            loss = lam * loss + (1 - lam) * nn.functional.cross_entropy(logits, yb[perm], label_smoothing=t.label_smoothing)
-        return loss, logits
+        out = self.model(xb if perm is None else lam * xb + (1 - lam) * xb[perm])
+        # an ensemble trains each member on its own loss (pmp/models/ensemble.py) and predicts the fused
+        logits, parts = (out.fused, out.members) if isinstance(out, MemberLogits) else (out, (out,))
+
+        def ce(z: torch.Tensor) -> torch.Tensor:
+            loss = nn.functional.cross_entropy(z, yb, label_smoothing=t.label_smoothing)
+            if perm is None:
+                return loss
+            return lam * loss + (1 - lam) * nn.functional.cross_entropy(z, yb[perm], label_smoothing=t.label_smoothing)
+
+        return sum(ce(z) for z in parts) / len(parts), logits
 
     def sample_loss(self) -> torch.Tensor:
         """A training batch's loss, for methods that score weights before training (SNIP)."""
