@@ -1,5 +1,6 @@
 """The deep ensemble (pmp/models/ensemble.py): probability fusion, members trained on their own
-losses, every pruning method through the trainer, and the generic sparse runtime's parity."""
+losses and batches, resumes, every pruning method through the trainer, and the generic sparse
+runtime's parity."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pmp.export import load_sparse, save_compact
 from pmp.export.bench import magnitude_prune, with_random_batchnorm
 from pmp.export.generic import SparseGeneric
 from pmp.models import create_model, model_dataset_fields
-from pmp.models.ensemble import MemberLogits, fuse
+from pmp.models.ensemble import fuse
 from pmp.pruning.base import METHODS
 from pmp.training import apply_overrides, run_experiment
 from pmp.training.config import ExperimentConfig
@@ -35,43 +36,14 @@ def test_fuse_is_the_log_of_the_mean_probability(members, batch, classes, scale,
     torch.testing.assert_close(fuse(logits).exp().sum(-1), torch.ones(batch, dtype=torch.float64))
 
 
-def test_training_mode_returns_each_member_and_eval_the_fused_prediction():
+def test_the_output_is_the_fused_prediction():
     torch.manual_seed(0)
-    model = create_model("ensemble", **SIZES, persons=1, edges=None, members=3, kwargs=SMALL)
+    model = create_model("ensemble", **SIZES, persons=1, edges=None, members=3, kwargs=SMALL).eval()
     x = torch.randn(4, 8, 21, 3)
-    out = model(x)
-    assert isinstance(out, MemberLogits) and len(out.members) == 3
-    model.eval()
     with torch.no_grad():
         fused = model(x)
         torch.testing.assert_close(fused, fuse([m(x) for m in model.members]))
-    assert fused.shape == (4, 5)
-
-
-def test_members_learn_as_they_would_alone():
-    """The averaged loss gives member 0 the gradient of its own loss (divided by the member count),
-    whatever member 1's weights are: the members share nothing."""
-    torch.manual_seed(0)
-    model = create_model("ensemble", **SIZES, persons=1, edges=None, members=2, kwargs={**SMALL, "dropout": 0.0})
-    x, y = torch.randn(6, 8, 21, 3), torch.randint(0, 5, (6,))
-
-    def member0_grads() -> list[torch.Tensor]:
-        model.zero_grad()
-        out = model(x)
-        (sum(torch.nn.functional.cross_entropy(z, y) for z in out.members) / 2).backward()
-        return [p.grad.clone() for p in model.members[0].parameters()]
-
-    before = member0_grads()
-    with torch.no_grad():
-        for p in model.members[1].parameters():
-            p.add_(torch.randn_like(p))
-    after = member0_grads()
-    model.zero_grad()
-    torch.nn.functional.cross_entropy(model.members[0](x), y).backward()
-    alone = [p.grad / 2 for p in model.members[0].parameters()]
-    for b, a, s in zip(before, after, alone):
-        torch.testing.assert_close(b, a)
-        torch.testing.assert_close(b, s)
+    assert fused.shape == (4, 5) and len(model.members) == 3
 
 
 def test_bad_ensembles_are_rejected_by_name():
@@ -93,17 +65,52 @@ def _cfg(**over) -> ExperimentConfig:
     })
 
 
-def test_one_member_trains_exactly_as_the_backbone_alone(tmp_path):
-    """members=1: same initialisation, same loss, same steps, so the same weights and accuracy as
-    the plain backbone: the ensemble adds nothing to how a member learns."""
-    alone = run_experiment(_cfg(**{"model.name": "ddnet", "model.kwargs": SMALL}), tmp_path / "alone")
-    one = run_experiment(_cfg(**{"model.name": "ensemble", "model.kwargs": {"members": 1, "kwargs": SMALL}}),
-                         tmp_path / "one")
+def _weights(run) -> dict[str, torch.Tensor]:
+    return load_tensors(run / "model.safetensors")
+
+
+def test_member_zero_trains_as_the_backbone_alone_and_the_others_on_their_own_batches(tmp_path):
+    """members=1: same initialisation, batches, loss and steps as the plain backbone, so the same
+    weights to the bit. members=2: the mean loss halves member 0's gradient, which SGD at twice the
+    learning rate undoes exactly (powers of two), so member 0 is again the backbone alone to the bit:
+    member 1 does not touch it. Member 1 draws its own init, order and augmentation."""
+    def run(name, kwargs, lr, folder):
+        sgd = {"train.optimizer": "sgd", "train.lr": lr, "train.weight_decay": 0.0, "augment.rotate": 10.0}
+        return run_experiment(_cfg(**{"model.name": name, "model.kwargs": kwargs, **sgd}), tmp_path / folder)
+
+    small = {**SMALL, "dropout": 0.0}
+    alone = run("ddnet", small, 0.05, "alone")
+    one = run("ensemble", {"members": 1, "kwargs": small}, 0.05, "one")
+    two = run("ensemble", {"members": 2, "kwargs": small}, 0.1, "two")
     assert one["class_avg_acc"] == alone["class_avg_acc"]
-    a, b = load_tensors(tmp_path / "alone" / "model.safetensors"), load_tensors(tmp_path / "one" / "model.safetensors")
+    a, b, c = _weights(tmp_path / "alone"), _weights(tmp_path / "one"), _weights(tmp_path / "two")
     assert sorted(b) == sorted(f"members.0.{k}" for k in a)
     for k, v in a.items():
-        torch.testing.assert_close(b[f"members.0.{k}"], v, rtol=0, atol=0)
+        assert torch.equal(b[f"members.0.{k}"], v), k
+        assert torch.equal(c[f"members.0.{k}"], v), k
+    weights = [k for k, v in a.items() if v.dim() > 1]
+    assert all(not torch.allclose(c[f"members.1.{k}"], c[f"members.0.{k}"]) for k in weights)
+    assert two["params"] == 2 * alone["params"]
+
+
+def test_an_ensemble_resumes_to_the_same_weights(tmp_path):
+    """Each member's generators are in the checkpoint: a run killed after epoch 2 ends bit-identical."""
+    cfg = _cfg(**{"model.name": "ensemble", "model.kwargs": {"members": 2, "kwargs": SMALL}, "train.epochs": 3,
+                  "augment.rotate": 10.0, "train.mixup": 0.2})
+    run_experiment(cfg, tmp_path / "full")
+
+    class Kill(Exception):
+        pass
+
+    def kill_after_2(epoch, row):
+        if epoch == 2:
+            raise Kill
+
+    with pytest.raises(Kill):
+        run_experiment(cfg, tmp_path / "killed", on_epoch_end=kill_after_2)
+    run_experiment(cfg, tmp_path / "killed")
+    full, resumed = _weights(tmp_path / "full"), _weights(tmp_path / "killed")
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
 
 
 def test_every_method_trains_an_ensemble(tmp_path):

@@ -3,11 +3,12 @@ class probabilities averaged (the score fusion PYSKL and 2s-AGCN report their nu
 
 Why one module and not several runs fused afterwards: the ensemble then trains, prunes, exports
 and deploys through the same CLI, configs, sweeps and sparse runtime as any backbone. Its members
-share no parameters and, in training mode, each is trained on its own loss (the forward returns
-`MemberLogits` and the trainer averages the members' losses), so a member learns exactly as it
-would alone; only the batch order and augmentation are common. In eval mode the output is the
-fused prediction: log of the mean of the members' softmax, a valid log-probability whose argmax
-is the mean-probability vote. Pruning works unchanged: each member's layers are ordinary targets.
+share no parameters, and the trainer trains each on its own loss, batch order and augmentation
+(pmp/training/trainer.py): member 0 draws them as the backbone alone would, member i from
+generators of its own, so a member learns as if trained alone. Sharing the batches costs most of
+the gain (a measured paired check, docs/backbones/ensemble.md). The output is the fused
+prediction: log of the mean of the members' softmax, a valid log-probability whose argmax is the
+mean-probability vote. Pruning works unchanged: each member's layers are ordinary targets.
 
     model: {name: ensemble, kwargs: {model: ddnet, members: 2, kwargs: {filters: 32, hidden: 128}}}
 """
@@ -15,19 +16,12 @@ is the mean-probability vote. Pruning works unchanged: each member's layers are 
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from .registry import ALL_FIELDS, create_model, model_dataset_fields, register_model
-
-
-class MemberLogits(NamedTuple):
-    """A multi-member model's training-mode output: what it predicts and what each member says."""
-
-    fused: torch.Tensor  # (B, num_classes)
-    members: tuple[torch.Tensor, ...]  # each (B, num_classes)
 
 
 def fuse(logits: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -53,12 +47,9 @@ class Ensemble(nn.Module):
                              **{f: fields[f] for f in needed if f in fields}, **(kwargs or {}))
         self.members = nn.ModuleList(create_model(model, **member_kwargs) for _ in range(members))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | MemberLogits:
-        """x: (B, T, V, C) -> fused (B, num_classes) log-probabilities; in training mode
-        MemberLogits (the fused ones and each member's logits, which the trainer's loss uses)."""
-        outs = tuple(m(x) for m in self.members)
-        fused = fuse(outs)
-        return MemberLogits(fused, outs) if self.training else fused
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, V, C) -> (B, num_classes) fused log-probabilities."""
+        return fuse([m(x) for m in self.members])
 
 
 @register_model("ensemble", dataset_fields=ALL_FIELDS)

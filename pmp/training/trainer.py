@@ -36,7 +36,7 @@ from pmp.data import DataFormatError, SkeletonDataset, Split, augment, load_data
 from pmp.data.preprocess import layout_of, mirror
 from pmp.machine import check_allocation, machine_fingerprint
 from pmp.models import create_model, model_dataset_fields
-from pmp.models.ensemble import MemberLogits
+from pmp.models.ensemble import Ensemble
 from pmp.pruning.base import Pruner, create_pruner
 from pmp.pruning.mrmp import recalibrate_batchnorm
 from pmp.pruning.report import sparsity_report
@@ -240,6 +240,12 @@ class _Run:
         lr_at(cfg, 0.0)  # validates the schedule's name now rather than in the first step
         self.shuffle_gen = torch.Generator().manual_seed(cfg.train.seed)
         self.aug_gen = torch.Generator().manual_seed(cfg.train.seed + 1)
+        # An ensemble trains each member on its own batches (pmp/models/ensemble.py): member 0 with the
+        # run's generators, as the backbone alone; member i with (batch order, augmentation) of its own.
+        self.nets: list[nn.Module] = list(self.model.members) if isinstance(self.model, Ensemble) else [self.model]
+        self.view_gens = [(self.shuffle_gen, self.aug_gen)] + [
+            tuple(torch.Generator().manual_seed(int(s)) for s in np.random.SeedSequence([cfg.train.seed, i]).generate_state(2))
+            for i in range(1, len(self.nets))]
         self.step_count, self.phase_start, self.epoch = 0, 0, 0
         self.elapsed = 0.0
         self.log_rows: list[dict[str, Any]] = []
@@ -253,7 +259,8 @@ class _Run:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "pruner": self.pruner.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "shuffle": self.shuffle_gen.get_state(),
-                    "augment": self.aug_gen.get_state()},
+                    "augment": self.aug_gen.get_state(),
+                    "members": [[g.get_state() for g in gens] for gens in self.view_gens[1:]]},
         }
 
     def restore(self, s: dict[str, Any]) -> None:
@@ -263,48 +270,51 @@ class _Run:
         torch.set_rng_state(s["rng"]["torch"])
         self.shuffle_gen.set_state(s["rng"]["shuffle"])
         self.aug_gen.set_state(s["rng"]["augment"])
+        for gens, states in zip(self.view_gens[1:], s["rng"].get("members", []), strict=True):
+            for g, state in zip(gens, states, strict=True):
+                g.set_state(state)
         self.epoch, self.step_count, self.phase_start = s["epoch"], s["step"], s["phase_start"]
         self.elapsed, self.log_rows, self.hist_before = s["elapsed"], s["log"], s["hist_before"]
 
     # --------------------------------------------------------------- training
-    def batch_loss(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The loss and logits of the training sequences `idx`, augmented."""
+    def batch_loss(self, idx: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The loss, logits and labels of the training sequences idx[i] for net i (one per ensemble
+        member, else one), each augmented with its own generator; the loss is the nets' mean."""
         t = self.cfg.train
-        mirrored = None if self.x_train_mirrored is None else self.x_train_mirrored[idx]
-        xb = augment(self.x_train[idx], self.cfg.augment, self.aug_gen, self.input_layout, mirrored)
-        yb = self.y_train[idx]
-        lam, perm = mixup_draw(len(xb), t.mixup, self.aug_gen) if t.mixup else (1.0, None)
-        xb, yb = xb.to(self.device), yb.to(self.device)  # augmentation ran on the CPU, seeded as there
-        out = self.model(xb if perm is None else lam * xb + (1 - lam) * xb[perm])
-        # an ensemble trains each member on its own loss (pmp/models/ensemble.py) and predicts the fused
-        logits, parts = (out.fused, out.members) if isinstance(out, MemberLogits) else (out, (out,))
-
-        def ce(z: torch.Tensor) -> torch.Tensor:
-            loss = nn.functional.cross_entropy(z, yb, label_smoothing=t.label_smoothing)
-            if perm is None:
-                return loss
-            return lam * loss + (1 - lam) * nn.functional.cross_entropy(z, yb[perm], label_smoothing=t.label_smoothing)
-
-        return sum(ce(z) for z in parts) / len(parts), logits
+        losses, logits, labels = [], [], []
+        for net, ix, (_, aug_gen) in zip(self.nets, idx, self.view_gens, strict=True):
+            mirrored = None if self.x_train_mirrored is None else self.x_train_mirrored[ix]
+            xb = augment(self.x_train[ix], self.cfg.augment, aug_gen, self.input_layout, mirrored)
+            yb = self.y_train[ix]
+            lam, perm = mixup_draw(len(xb), t.mixup, aug_gen) if t.mixup else (1.0, None)
+            xd, yd = xb.to(self.device), yb.to(self.device)  # augmentation ran on the CPU, seeded as there
+            z = net(xd if perm is None else lam * xd + (1 - lam) * xd[perm])
+            loss = nn.functional.cross_entropy(z, yd, label_smoothing=t.label_smoothing)
+            if perm is not None:
+                loss = lam * loss + (1 - lam) * nn.functional.cross_entropy(z, yd[perm], label_smoothing=t.label_smoothing)
+            losses.append(loss)
+            logits.append(z)
+            labels.append(yb)
+        return sum(losses) / len(losses), torch.cat(logits), torch.cat(labels)
 
     def sample_loss(self) -> torch.Tensor:
         """A training batch's loss, for methods that score weights before training (SNIP)."""
-        idx = torch.randperm(len(self.x_train), generator=self.shuffle_gen)[: self.batch_size]
+        idx = [torch.randperm(len(self.x_train), generator=g)[: self.batch_size] for g, _ in self.view_gens]
         return self.batch_loss(idx)[0]
 
     def train_epoch(self) -> dict[str, float]:
         self.model.train()
-        order = torch.randperm(len(self.x_train), generator=self.shuffle_gen)
+        orders = [torch.randperm(len(self.x_train), generator=g) for g, _ in self.view_gens]
         if self.cfg.train.drop_last:
-            order = order[: self.steps_per_epoch * self.batch_size]
+            orders = [o[: self.steps_per_epoch * self.batch_size] for o in orders]
         tot_loss = tot_pen = correct = 0.0
         phase_len = self.total_steps / self.pruner.phases
-        for i in range(0, len(order), self.batch_size):
-            idx = order[i : i + self.batch_size]
+        for i in range(0, len(orders[0]), self.batch_size):
+            idx = [o[i : i + self.batch_size] for o in orders]
             lr = lr_at(self.cfg, (self.step_count - self.phase_start) / phase_len)
             for g in self.optimizer.param_groups:
                 g["lr"] = lr
-            loss, logits = self.pruner.task_loss(lambda: self.batch_loss(idx))
+            loss, logits, labels = self.pruner.task_loss(lambda: self.batch_loss(idx))
             penalty = self.pruner.penalty()
             self.optimizer.zero_grad(set_to_none=True)
             (loss + penalty).backward()
@@ -313,11 +323,11 @@ class _Run:
             if self.pruner.step(self.step_count / self.total_steps):
                 self.optimizer = make_optimizer(self.params, self.cfg)  # weights rewound
                 self.phase_start = self.step_count
-            n = len(idx)
+            n = len(idx[0])
             tot_loss += float(loss.detach()) * n
             tot_pen += float(penalty.detach()) * n
-            correct += float((logits.argmax(1).cpu() == self.y_train[idx]).sum())
-        n = len(order)
+            correct += float((logits.argmax(1).cpu() == labels).sum()) / len(self.nets)
+        n = len(orders[0])
         return {"lr": lr, "loss": tot_loss / n, "penalty": tot_pen / n, "train_acc": correct / n}
 
     def run(self, resume: bool, on_epoch_end: EpochCallback | None,
