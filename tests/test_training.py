@@ -249,7 +249,7 @@ def test_drop_last_trains_on_full_batches_only_and_keeps_old_fingerprints(tmp_pa
     bs = next(b for b in range(5, n) if n % b >= 2)  # a remainder BatchNorm can train on
     sizes: list[int] = []
     original = trainer._Run.batch_loss
-    monkeypatch.setattr(trainer._Run, "batch_loss", lambda self, idx: (sizes.append(len(idx)), original(self, idx))[1])
+    monkeypatch.setattr(trainer._Run, "batch_loss", lambda self, idx: (sizes.append(len(idx[0])), original(self, idx))[1])
     cfg = tiny_config(**{"train.batch_size": bs, "train.epochs": 2})
     run_experiment(cfg, tmp_path / "keep", progress=False)
     assert sizes == 2 * ([bs] * (n // bs) + [n % bs])
