@@ -5,6 +5,7 @@ runtime's parity."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ from pmp.export.generic import SparseGeneric
 from pmp.models import create_model, model_dataset_fields
 from pmp.models.ensemble import fuse
 from pmp.pruning.base import METHODS
-from pmp.training import apply_overrides, run_experiment
+from pmp.training import apply_overrides, load_config, run_experiment
 from pmp.training.config import ExperimentConfig
 from pmp.training.checkpoint import load_tensors
 
@@ -140,3 +141,17 @@ def test_generic_runtime_matches_the_ensemble(tmp_path_factory, model, members, 
         ref = dense(x)
         assert float((ref - module(x)).abs().max()) < 1e-5 * max(1.0, float(ref.abs().max()))
     assert math.isclose(float(module(x).exp().sum(-1).mean()), 1.0, rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("ensemble, single", [
+    ("fpha_ensemble", "fpha_ddnet"), ("sbu_ensemble", "sbu_ddnet"), ("sbu_agcn_ensemble", "sbu"),
+])
+def test_ensemble_configs_are_their_member_configs_twice(ensemble, single):
+    """The docs read each ensemble config as `single`'s network and training, twice: the paired
+    checks against `members=1` compare exactly that, so the two files must not drift apart."""
+    root = Path(__file__).resolve().parents[1] / "configs"
+    ens, one = (load_config(root / f"{n}.yaml").to_dict() for n in (ensemble, single))
+    model, member = ens.pop("model"), one.pop("model")
+    assert ens == one
+    assert model["name"] == "ensemble" and model["kwargs"]["members"] == 2
+    assert model["kwargs"]["model"] == member["name"] and model["kwargs"]["kwargs"] == member["kwargs"]
