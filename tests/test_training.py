@@ -313,3 +313,144 @@ def _eval_logits(model, x):
     model.eval()
     with torch.no_grad():
         return model(x).clone()
+
+
+def test_weight_average_follows_the_warmed_up_decay() -> None:
+    """Each update moves the average toward the parameters by 1 - min(d, (1+n)/(10+n)); reset
+    starts over from the parameters; copy_to writes the average into them."""
+    from pmp.training.ema import WeightAverage
+
+    p = [torch.zeros(3), torch.ones(2)]
+    avg = WeightAverage(p, 0.9)
+    expect = [torch.zeros(3), torch.ones(2)]
+    for n in range(1, 40):
+        p = [q + 1.0 for q in p]
+        avg.update(p)
+        d = min(0.9, (1 + n) / (10 + n))
+        expect = [d * e + (1 - d) * q for e, q in zip(expect, p)]
+        assert all(torch.allclose(s, e) for s, e in zip(avg.shadow, expect))
+    avg.reset(p)
+    assert avg.updates == 0 and all(torch.equal(s, q) for s, q in zip(avg.shadow, p))
+    target = [torch.empty(3), torch.empty(2)]
+    avg.copy_to(target)
+    assert all(torch.equal(t, q) for t, q in zip(target, p))
+
+
+@pytest.mark.parametrize("decay", [-0.1, 1.0, 1.5])
+def test_ema_outside_its_range_is_an_error_naming_the_field(decay) -> None:
+    with pytest.raises(ConfigError, match="ema"):
+        tiny_config(**{"train.ema": decay})
+
+
+def test_ema_serves_the_average_recalibrated_and_resumes_identically(tmp_path) -> None:
+    """With train.ema the saved weights are the average of the iterates (not the last iterate), its
+    BatchNorm statistics those of the average on the training split, the reported accuracy that
+    network's; a killed run resumes to the same weights (the average is in the checkpoint); the
+    field's default leaves earlier runs' fingerprints as they were."""
+    from pmp.pruning import recalibrate_batchnorm
+    from pmp.training.multirate import CALIBRATION_BATCH
+    from pmp.training.rundir import fingerprint, semantic_config
+    from pmp.training.trainer import evaluate, load_trained_model, split_data
+
+    base = tiny_config(**{"train.epochs": 3})
+    cfg = apply_overrides(base, {"train.ema": 0.9})
+    run_experiment(base, tmp_path / "plain")
+    metrics = run_experiment(cfg, tmp_path / "ema")
+    w0, w1 = load_file(str(tmp_path / "plain/model.safetensors")), load_file(str(tmp_path / "ema/model.safetensors"))
+    assert not torch.allclose(w0["fc.weight"], w1["fc.weight"])
+    data = split_data(cfg)
+    model = load_trained_model(tmp_path / "ema")[0]
+    recalibrate_batchnorm(model, data.x_train.split(CALIBRATION_BATCH))
+    again = model.state_dict()
+    assert all(torch.allclose(again[k], w1[k], atol=1e-6) for k in w1 if k.endswith(("running_mean", "running_var")))
+    assert metrics["class_avg_acc"] == evaluate(model, data.x_test, data.y_test, data.num_classes).class_avg_acc
+    assert "ema" not in semantic_config(base)["train"] and fingerprint(base) != fingerprint(cfg)
+    _assert_resumes_to(cfg, tmp_path / "killed", w1)
+
+
+def test_ema_weights_are_the_average_of_the_iterates(tmp_path, monkeypatch) -> None:
+    """The served network is the running average of what the optimizer produced, step by step."""
+    from pmp.training import trainer
+    from pmp.training.ema import WeightAverage
+
+    seen: list[list[torch.Tensor]] = []
+    original = WeightAverage.update
+    monkeypatch.setattr(WeightAverage, "update", lambda self, params: (seen.append([p.detach().clone() for p in params]),
+                                                                       original(self, params))[1])
+    cfg = tiny_config(**{"train.epochs": 2, "train.ema": 0.8})
+    run = trainer._Run(cfg, tmp_path / "r", progress=False)
+    first = [p.detach().clone() for p in run.params]
+    names = [n for n, _ in run.model.named_parameters()]
+    run_experiment(cfg, tmp_path / "r")
+    avg = first
+    for n, params in enumerate(seen, start=1):
+        d = min(0.8, (1 + n) / (10 + n))
+        avg = [d * a + (1 - d) * p for a, p in zip(avg, params)]
+    saved = load_file(str(tmp_path / "r/model.safetensors"))
+    assert len(seen) == run.total_steps
+    assert all(torch.allclose(saved[k], a, atol=1e-6) for k, a in zip(names, avg))
+
+
+def test_distill_loss_is_the_softened_kl_by_hand() -> None:
+    from pmp.training.distill import distill_loss
+
+    z, t = torch.randn(5, 4), torch.randn(5, 4)
+    p, q = torch.softmax(t / 3, 1), torch.softmax(z / 3, 1)
+    by_hand = (p * (p.log() - q.log())).sum(1).mean() * 9
+    assert torch.allclose(distill_loss(z, t, 3.0), by_hand, atol=1e-6)
+    assert float(distill_loss(t, t, 3.0)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_teacher_targets_the_student_and_is_fingerprinted_by_its_weights(tmp_path) -> None:
+    """A run with train.teacher learns toward the teacher's outputs (other weights than without),
+    records the teacher's sha256, resumes identically; {split}/{seed} pick the fold's teacher; the
+    fingerprint follows the teacher's weights, so retraining the teacher retrains the student."""
+    from pmp.training.rundir import fingerprint
+
+    teacher = tiny_config(**{"train.epochs": 2, "model.kwargs": {"heads": 2, "attn_dim": 4, "gc_dim": 4, "hidden": 16}})
+    run_experiment(teacher, tmp_path / "teacher_s0")
+    base = tiny_config(**{"train.epochs": 3})
+    cfg = apply_overrides(base, {"train.teacher": str(tmp_path / "teacher_s{seed}"), "train.distill": 0.7})
+    run_experiment(base, tmp_path / "plain")
+    metrics = run_experiment(cfg, tmp_path / "student")
+    w0, w1 = load_file(str(tmp_path / "plain/model.safetensors")), load_file(str(tmp_path / "student/model.safetensors"))
+    assert not torch.allclose(w0["fc.weight"], w1["fc.weight"])
+    raw = (tmp_path / "teacher_s0/model.safetensors").read_bytes()
+    import hashlib
+
+    assert metrics["teacher_sha256"] == hashlib.sha256(raw).hexdigest()
+    assert fingerprint(cfg) != fingerprint(apply_overrides(cfg, {"train.distill": 0.5}))
+    before = fingerprint(cfg)
+    run_experiment(apply_overrides(teacher, {"train.seed": 1}), tmp_path / "other")
+    (tmp_path / "teacher_s0/model.safetensors").write_bytes((tmp_path / "other/model.safetensors").read_bytes())
+    assert fingerprint(cfg) != before
+    (tmp_path / "teacher_s0/model.safetensors").write_bytes(raw)
+    _assert_resumes_to(cfg, tmp_path / "killed", w1)
+
+
+def test_a_teacher_of_another_split_or_an_unfinished_one_is_refused(tmp_path) -> None:
+    """The teacher must have been trained on the student's training split (else the student's test
+    sequences could reach it through the teacher); a missing teacher is an error naming the field."""
+    teacher = tiny_config(**{"train.epochs": 1})
+    run_experiment(teacher, tmp_path / "teacher")
+    other = tiny_config(**{"train.epochs": 1, "train.teacher": str(tmp_path / "teacher"), "data.options": {"seed": 1}})
+    with pytest.raises(ConfigError, match="train.teacher: .*was trained on 'synthetic' split 'train/test' .*seed.*: 0"):
+        run_experiment(other, tmp_path / "s")
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(ConfigError, match="train.teacher: .*not a finished run"):
+        run_experiment(tiny_config(**{"train.teacher": str(tmp_path / "nowhere")}), tmp_path / "t")
+    with pytest.raises(ConfigError, match="train.teacher"):
+        run_experiment(tiny_config(**{"train.teacher": str(tmp_path / "t{fold}")}), tmp_path / "u")
+
+
+@pytest.mark.parametrize("field,value", [("distill", 1.5), ("distill", -0.1), ("temperature", 0.0)])
+def test_distillation_options_outside_their_range_are_errors_naming_them(field, value) -> None:
+    with pytest.raises(ConfigError, match=field):
+        tiny_config(**{f"train.{field}": value})
+
+
+def test_distillation_options_without_a_teacher_leave_the_fingerprint_alone() -> None:
+    from pmp.training.rundir import fingerprint
+
+    base = tiny_config()
+    assert fingerprint(base) == fingerprint(apply_overrides(base, {"train.distill": 0.9, "train.temperature": 2.0}))

@@ -46,6 +46,9 @@ class TrainConfig:
     # after training, re-estimate every BatchNorm's statistics on the training split (no augmentation)
     # for the final network: stale running statistics can sink a finished run (docs/backbones/ddnet.md)
     bn_recalibrate: bool = False
+    # decay per step of an exponential moving average of the weights, which becomes the finished
+    # network (BatchNorm re-estimated on the training split); 0 = off, the last iterate (ema.py)
+    ema: float = 0.0
     optimizer: str = "adam"  # adam | adamw | sgd
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -60,6 +63,20 @@ class TrainConfig:
     tensorboard: bool = False  # also write TensorBoard event files to <run>/tensorboard/ (needs pmp[tensorboard])
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda
     init: str | None = None  # a finished run folder (or its model.safetensors): start from its weights (fine-tune)
+    # knowledge distillation (distill.py): a finished run of the same dataset and split ({split} and
+    # {seed} are filled in) whose outputs softened by `temperature` are a second target, of weight
+    # `distill` (the labels' weight is 1 - distill)
+    teacher: str | None = None
+    distill: float = 0.5
+    temperature: float = 4.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema: the decay must be in [0, 1) (0 = off), got {self.ema!r}")
+        if not 0.0 <= self.distill <= 1.0:
+            raise ValueError(f"distill: the teacher's weight must be in [0, 1], got {self.distill!r}")
+        if not self.temperature > 0.0:
+            raise ValueError(f"temperature: must be > 0, got {self.temperature!r}")
 
 
 @dataclass

@@ -31,7 +31,7 @@ NON_SEMANTIC = ("work_dir", "data.root", "train.threads", "train.eval_every", "t
                 "train.tensorboard", "train.device")
 #: Fields added after results were made, left out of the fingerprint at their default so that those
 #: results keep their fingerprint (a sweep that spans versions does not retrain them).
-ADDED_LATER = {"train.init": None, "train.drop_last": False, "train.bn_recalibrate": False, "augment.flip": 0.0, "augment.flip_axis": 0}
+ADDED_LATER = {"train.init": None, "train.drop_last": False, "train.bn_recalibrate": False, "train.ema": 0.0, "train.teacher": None, "augment.flip": 0.0, "augment.flip_axis": 0}
 #: What a run writes into its folder (all that `discard` removes).
 RUN_FILES = ("metrics.json", "model.json", "model.safetensors", "masks.safetensors", "log.csv", "config.yaml",
              "checkpoints", "tensorboard")
@@ -77,6 +77,14 @@ def semantic_config(cfg: ExperimentConfig) -> dict[str, Any]:
     if cfg.train.init:  # the starting weights by their content, like a generic dataset
         init = Path(cfg.train.init).expanduser()
         d["train"]["init"] = data_identity(str(init / "model.safetensors" if init.is_dir() else init))
+    if cfg.train.teacher:  # the teacher by its weights' content
+        from .distill import teacher_dir
+
+        d["train"]["teacher"] = data_identity(str(teacher_dir(cfg) / "model.safetensors"))
+        d["train"]["distill"], d["train"]["temperature"] = cfg.train.distill, cfg.train.temperature
+    else:  # its options change nothing without it
+        for key in ("distill", "temperature"):
+            d["train"].pop(key, None)
     return d
 
 

@@ -45,6 +45,8 @@ from .allocator import keep_freed_memory
 from .checkpoint import IntegrityError, has_checkpoint, load_checkpoint, load_tensors, read_sealed_json, save_checkpoint, save_tensors
 from .checkpoint import atomic_write_text, parse_tensors, write_sealed_json
 from .config import ConfigError, ExperimentConfig, load_config, save_config
+from .distill import distill_loss, teacher_targets
+from .ema import WeightAverage
 from .device import use_device
 from .metrics import classification_metrics
 from .tensorboard import TensorBoardLog
@@ -215,6 +217,8 @@ class _Run:
         check_allocation(f"model {cfg.model.name} ({numel} parameters)", 16 * numel)
         self.model = create_model(cfg.model.name, **self.model_kwargs)
         self.init_sha256 = load_init(self.model, cfg.train.init) if cfg.train.init else None
+        self.teacher, self.teacher_sha256 = (teacher_targets(cfg, self.split.name, torch.as_tensor(self.split.train))
+                                             if cfg.train.teacher else (None, None))
         self.model = self.model.to(self.device)
         # The optimizer's parameter order is fixed here, before any parametrization moves tensors.
         self.params = list(self.model.parameters())
@@ -237,6 +241,7 @@ class _Run:
         self.batch_size = bs
         self.total_steps = self.total_epochs * self.steps_per_epoch
         self.optimizer = make_optimizer(self.params, cfg)
+        self.ema = WeightAverage(self.params, cfg.train.ema) if cfg.train.ema else None
         lr_at(cfg, 0.0)  # validates the schedule's name now rather than in the first step
         self.shuffle_gen = torch.Generator().manual_seed(cfg.train.seed)
         self.aug_gen = torch.Generator().manual_seed(cfg.train.seed + 1)
@@ -258,6 +263,7 @@ class _Run:
             "elapsed": self.elapsed, "log": self.log_rows, "hist_before": self.hist_before,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "pruner": self.pruner.state_dict(),
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
             "rng": {"torch": torch.get_rng_state(), "shuffle": self.shuffle_gen.get_state(),
                     "augment": self.aug_gen.get_state(),
                     "members": [[g.get_state() for g in gens] for gens in self.view_gens[1:]]},
@@ -267,6 +273,8 @@ class _Run:
         self.pruner.load_state_dict(s["pruner"])  # first: it re-creates parametrizations
         self.model.load_state_dict(s["model"])
         self.optimizer.load_state_dict(s["optimizer"])
+        if self.ema is not None:
+            self.ema.load_state_dict(s["ema"])
         torch.set_rng_state(s["rng"]["torch"])
         self.shuffle_gen.set_state(s["rng"]["shuffle"])
         self.aug_gen.set_state(s["rng"]["augment"])
@@ -289,13 +297,22 @@ class _Run:
             lam, perm = mixup_draw(len(xb), t.mixup, aug_gen) if t.mixup else (1.0, None)
             xd, yd = xb.to(self.device), yb.to(self.device)  # augmentation ran on the CPU, seeded as there
             z = net(xd if perm is None else lam * xd + (1 - lam) * xd[perm])
-            loss = nn.functional.cross_entropy(z, yd, label_smoothing=t.label_smoothing)
+            loss = self.target_loss(z, yd, ix)
             if perm is not None:
-                loss = lam * loss + (1 - lam) * nn.functional.cross_entropy(z, yd[perm], label_smoothing=t.label_smoothing)
+                loss = lam * loss + (1 - lam) * self.target_loss(z, yd[perm], ix[perm])
             losses.append(loss)
             logits.append(z)
             labels.append(yb)
         return sum(losses) / len(losses), torch.cat(logits), torch.cat(labels)
+
+    def target_loss(self, z: torch.Tensor, y: torch.Tensor, ix: torch.Tensor) -> torch.Tensor:
+        """The loss of logits z against labels y of training sequences ix (and the teacher's outputs on them)."""
+        t = self.cfg.train
+        loss = nn.functional.cross_entropy(z, y, label_smoothing=t.label_smoothing)
+        if self.teacher is None:
+            return loss
+        soft = distill_loss(z, self.teacher[ix].to(z.device), t.temperature)
+        return (1 - t.distill) * loss + t.distill * soft
 
     def sample_loss(self) -> torch.Tensor:
         """A training batch's loss, for methods that score weights before training (SNIP)."""
@@ -320,9 +337,13 @@ class _Run:
             (loss + penalty).backward()
             self.optimizer.step()
             self.step_count += 1
+            if self.ema is not None:
+                self.ema.update(self.params)
             if self.pruner.step(self.step_count / self.total_steps):
                 self.optimizer = make_optimizer(self.params, self.cfg)  # weights rewound
                 self.phase_start = self.step_count
+                if self.ema is not None:
+                    self.ema.reset(self.params)
             n = len(idx[0])
             tot_loss += float(loss.detach()) * n
             tot_pen += float(penalty.detach()) * n
@@ -377,6 +398,9 @@ class _Run:
 
     def finish(self) -> dict[str, Any]:
         cfg, pruner = self.cfg, self.pruner
+        if self.ema is not None:  # the average is the network; statistics of the raw iterates do not fit it
+            self.ema.copy_to(self.params)
+            recalibrate_batchnorm(self.model, calibration_batches(self.model, self.x_train))
         soft = evaluate(self.model, self.x_test, self.y_test, self.num_classes)
         hist_after = latent_histogram(pruner)
         mismatch = pruner.prior_mismatch() if hasattr(pruner, "prior_mismatch") else None
@@ -422,7 +446,7 @@ class _Run:
             "flops": report.to_dict().get("flops"),
             "latent_hist": {"before": self.hist_before, "after": hist_after},
             **({"rates": served} if served is not None else {}),
-            "emptied_tensors": emptied, "init_sha256": self.init_sha256, "fingerprint": self.fingerprint, "machine": machine_fingerprint(),
+            "emptied_tensors": emptied, "init_sha256": self.init_sha256, "teacher_sha256": self.teacher_sha256, "fingerprint": self.fingerprint, "machine": machine_fingerprint(),
         }
         write_sealed_json(self.run_dir / "metrics.json", metrics)
         return metrics
