@@ -7,6 +7,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 from safetensors.torch import load_file
 
@@ -315,25 +317,30 @@ def _eval_logits(model, x):
         return model(x).clone()
 
 
-def test_weight_average_follows_the_warmed_up_decay() -> None:
-    """Each update moves the average toward the parameters by 1 - min(d, (1+n)/(10+n)); reset
-    starts over from the parameters; copy_to writes the average into them."""
+@settings(max_examples=30, deadline=None)
+@given(decay=st.floats(0.5, 0.999), steps=st.integers(1, 60))
+def test_weight_average_weighs_iterate_k_by_decay_to_the_n_minus_k(decay, steps) -> None:
+    """The served average is sum_k d^(n-k) p_k / sum_k d^(n-k) over the n updates (bias-corrected,
+    no warm-up); reset forgets them; before any update copy_to leaves the parameters alone."""
     from pmp.training.ema import WeightAverage
 
-    p = [torch.zeros(3), torch.ones(2)]
-    avg = WeightAverage(p, 0.9)
-    expect = [torch.zeros(3), torch.ones(2)]
-    for n in range(1, 40):
-        p = [q + 1.0 for q in p]
+    gen = torch.Generator().manual_seed(steps)
+    iterates = [[torch.randn(3, generator=gen), torch.randn(2, generator=gen)] for _ in range(steps)]
+    avg = WeightAverage(iterates[0], decay)
+    untouched = [torch.ones(3), torch.ones(2)]
+    avg.copy_to(untouched)
+    assert all(torch.equal(u, torch.ones_like(u)) for u in untouched)
+    for p in iterates:
         avg.update(p)
-        d = min(0.9, (1 + n) / (10 + n))
-        expect = [d * e + (1 - d) * q for e, q in zip(expect, p)]
-        assert all(torch.allclose(s, e) for s, e in zip(avg.shadow, expect))
-    avg.reset(p)
-    assert avg.updates == 0 and all(torch.equal(s, q) for s, q in zip(avg.shadow, p))
-    target = [torch.empty(3), torch.empty(2)]
-    avg.copy_to(target)
-    assert all(torch.equal(t, q) for t, q in zip(target, p))
+    w = torch.tensor([decay ** (steps - 1 - k) for k in range(steps)], dtype=torch.float64)
+    expect = [sum(wk * p[i].double() for wk, p in zip(w, iterates)) / w.sum() for i in range(2)]
+    served = [torch.empty(3), torch.empty(2)]
+    avg.copy_to(served)
+    assert all(torch.allclose(s.double(), e, atol=1e-5) for s, e in zip(served, expect))
+    avg.reset()
+    avg.update(iterates[-1])
+    avg.copy_to(served)
+    assert all(torch.allclose(s, p, atol=1e-6) for s, p in zip(served, iterates[-1]))
 
 
 @pytest.mark.parametrize("decay", [-0.1, 1.0, 1.5])
@@ -369,7 +376,7 @@ def test_ema_serves_the_average_recalibrated_and_resumes_identically(tmp_path) -
 
 
 def test_ema_weights_are_the_average_of_the_iterates(tmp_path, monkeypatch) -> None:
-    """The served network is the running average of what the optimizer produced, step by step."""
+    """The served network is the bias-corrected average of what the optimizer produced, step by step."""
     from pmp.training import trainer
     from pmp.training.ema import WeightAverage
 
@@ -379,16 +386,14 @@ def test_ema_weights_are_the_average_of_the_iterates(tmp_path, monkeypatch) -> N
                                                                        original(self, params))[1])
     cfg = tiny_config(**{"train.epochs": 2, "train.ema": 0.8})
     run = trainer._Run(cfg, tmp_path / "r", progress=False)
-    first = [p.detach().clone() for p in run.params]
     names = [n for n, _ in run.model.named_parameters()]
     run_experiment(cfg, tmp_path / "r")
-    avg = first
-    for n, params in enumerate(seen, start=1):
-        d = min(0.8, (1 + n) / (10 + n))
-        avg = [d * a + (1 - d) * p for a, p in zip(avg, params)]
+    n = len(seen)
+    w = [0.8 ** (n - 1 - k) for k in range(n)]
+    avg = [sum(wk * p[i] for wk, p in zip(w, seen)) / sum(w) for i in range(len(names))]
     saved = load_file(str(tmp_path / "r/model.safetensors"))
-    assert len(seen) == run.total_steps
-    assert all(torch.allclose(saved[k], a, atol=1e-6) for k, a in zip(names, avg))
+    assert n == run.total_steps
+    assert all(torch.allclose(saved[k], a, atol=1e-5) for k, a in zip(names, avg))
 
 
 def test_distill_loss_is_the_softened_kl_by_hand() -> None:

@@ -46,8 +46,8 @@ class TrainConfig:
     # after training, re-estimate every BatchNorm's statistics on the training split (no augmentation)
     # for the final network: stale running statistics can sink a finished run (docs/backbones/ddnet.md)
     bn_recalibrate: bool = False
-    # decay per step of an exponential moving average of the weights, which becomes the finished
-    # network (BatchNorm re-estimated on the training split); 0 = off, the last iterate (ema.py)
+    # decay per step of an exponential moving average of the weights (bias-corrected), which becomes
+    # the finished network (BatchNorm re-estimated on the training split); 0 = off (ema.py)
     ema: float = 0.0
     optimizer: str = "adam"  # adam | adamw | sgd
     lr: float = 1e-3

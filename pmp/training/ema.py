@@ -4,8 +4,9 @@ Why: on splits of a few hundred sequences the last iterate of a run is a noisy d
 two networks buy points on SBU, docs/backbones/agcn.md); the average of the iterates along the end
 of training is a cheaper smoothing of the same noise, at no inference cost. It averages the
 optimizer's parameters (under a pruning parametrization: the latent weights, which the masks then
-apply to), with the usual warm-up so the first steps do not dominate: decay min(d, (1+n)/(10+n)).
-BatchNorm statistics collected for the raw iterates do not fit the average, so the trainer
+apply to), bias-corrected as Adam's moments are: the average starts at zero and is divided by
+1 - d^n, so it weighs iterate k by d^(n-k) / sum, from the first step on, with no warm-up rule that a
+short run (a few hundred steps here) would never leave. BatchNorm statistics collected for the raw iterates do not fit the average, so the trainer
 re-estimates them on the training split once the average is in place.
 """
 
@@ -19,25 +20,28 @@ class WeightAverage:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"train.ema must be in (0, 1) (0 = off), got {decay!r}")
         self.decay, self.updates = decay, 0
-        self.shadow = [p.detach().clone() for p in params]
+        self.shadow = [torch.zeros_like(p) for p in params]
 
     @torch.no_grad()
     def update(self, params: list[torch.Tensor]) -> None:
         self.updates += 1
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        torch._foreach_lerp_(self.shadow, [p.detach() for p in params], 1.0 - d)
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in params], 1.0 - self.decay)
 
     @torch.no_grad()
-    def reset(self, params: list[torch.Tensor]) -> None:
-        """Start over from `params` (weights rewound by the pruning method, e.g. LTH's rounds)."""
-        for s, p in zip(self.shadow, params, strict=True):
-            s.copy_(p)
+    def reset(self) -> None:
+        """Start over (weights rewound by the pruning method, e.g. LTH's rounds)."""
+        for s in self.shadow:
+            s.zero_()
         self.updates = 0
 
     @torch.no_grad()
     def copy_to(self, params: list[torch.Tensor]) -> None:
+        """Write the average into `params` (no-op before the first update)."""
+        if not self.updates:
+            return
+        correction = 1.0 - self.decay ** self.updates
         for s, p in zip(self.shadow, params, strict=True):
-            p.copy_(s)
+            p.copy_(s / correction)
 
     def state_dict(self) -> dict:
         return {"updates": self.updates, "shadow": list(self.shadow)}

@@ -343,7 +343,7 @@ class _Run:
                 self.optimizer = make_optimizer(self.params, self.cfg)  # weights rewound
                 self.phase_start = self.step_count
                 if self.ema is not None:
-                    self.ema.reset(self.params)
+                    self.ema.reset()
             n = len(idx[0])
             tot_loss += float(loss.detach()) * n
             tot_pen += float(penalty.detach()) * n
