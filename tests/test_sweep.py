@@ -227,3 +227,15 @@ def test_cli_only_parses_repeated_axes(tmp_path, capsys):
         main(["sweep", str(spec), "--only", "seed"])
     assert main(["sweep", str(spec), "--only", "seed=0,2", "--workers", "1"]) == 0
     assert sorted(p.name for p in (tmp_path / "out").glob("dense*")) == ["dense_r0_s0", "dense_r0_s2"]
+
+
+def test_run_folders_a_run_reads_are_made_absolute_for_workers_in_another_directory(tmp_path, monkeypatch):
+    """Ray workers run in another directory: a relative train.init / train.teacher (its {split}
+    template kept) becomes absolute against the sweep's own."""
+    monkeypatch.chdir(tmp_path)
+    spec = parse_sweep({"grid": {"method": ["dense"]},
+                        "overrides": {"train.init": "runs/a", "train.teacher": "runs/t_f{split}"}})
+    (cfg,) = build_configs(spec, expand_grid(spec))
+    assert cfg.train.init == str(tmp_path / "runs/a") and cfg.train.teacher == str(tmp_path / "runs/t_f{split}")
+    spec = parse_sweep({"grid": {"method": ["dense"]}, "overrides": {"train.teacher": "/abs/t"}})
+    assert build_configs(spec, expand_grid(spec))[0].train.teacher == "/abs/t"

@@ -322,7 +322,9 @@ class _RayBackend:
 def build_configs(spec: SweepSpec, runs: list[RunSpec], data_root: str | None = None) -> list[ExperimentConfig]:
     """Every run's full config, built before anything runs so that a bad override fails at once.
 
-    `data_root` (machine-specific, so not in the sweep file) sets `data.root` of every run."""
+    `data_root` (machine-specific, so not in the sweep file) sets `data.root` of every run. Relative
+    run folders a run reads (`train.init`, `train.teacher`) are made absolute against the current
+    directory: a Ray worker runs in another one."""
     from pmp.training.config import ConfigError, ExperimentConfig, apply_overrides, load_config
 
     base = load_config(spec.base) if spec.base else ExperimentConfig()
@@ -331,9 +333,14 @@ def build_configs(spec: SweepSpec, runs: list[RunSpec], data_root: str | None = 
     configs = []
     for run in runs:
         try:
-            configs.append(apply_overrides(base, run.overrides))
+            cfg = apply_overrides(base, run.overrides)
         except ConfigError as e:
             raise ConfigError(f"sweep {spec.name}, run {run.run_id}: {e}") from e
+        for key in ("init", "teacher"):
+            path = getattr(cfg.train, key)
+            if path and not Path(path).expanduser().is_absolute():
+                setattr(cfg.train, key, os.path.abspath(path))
+        configs.append(cfg)
     return configs
 
 
