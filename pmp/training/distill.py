@@ -50,11 +50,9 @@ def teacher_targets(cfg: ExperimentConfig, split: str, train_index: torch.Tensor
     data = spec.get("data", {})
     if data.get("name") != cfg.data.name or str(data.get("split")) != split \
             or data.get("options", {}) != cfg.data.options:
-        def where(name, split_name, options):
-            return f"{name!r} split {split_name!r}" + (f" (options {options})" if options else "")
-
-        raise ConfigError(f"train.teacher: {folder} was trained on {where(data.get('name'), data.get('split'), data.get('options'))}, "
-                          f"this run on {where(cfg.data.name, split, cfg.data.options)}: a teacher must have seen the "
+        raise ConfigError(f"train.teacher: {folder} was trained on "
+                          f"{_data_label(data.get('name'), data.get('split'), data.get('options'))}, this run on "
+                          f"{_data_label(cfg.data.name, split, cfg.data.options)}: a teacher must have seen the "
                           "student's training split only")
     known = {f.name for f in fields(PreprocessConfig)}
     pre = PreprocessConfig(**{k: v for k, v in spec["preprocess"].items() if k in known})
@@ -64,6 +62,10 @@ def teacher_targets(cfg: ExperimentConfig, split: str, train_index: torch.Tensor
         logits = torch.cat([model(part) for part in x.split(256)])
     digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
     return logits, digest
+
+
+def _data_label(name: object, split: object, options: object) -> str:
+    return f"{name!r} split {split!r}" + (f" (options {options})" if options else "")
 
 
 def distill_loss(logits: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -5,9 +5,10 @@ two networks buy points on SBU, docs/backbones/agcn.md); the average of the iter
 of training is a cheaper smoothing of the same noise, at no inference cost. It averages the
 optimizer's parameters (under a pruning parametrization: the latent weights, which the masks then
 apply to), bias-corrected as Adam's moments are: the average starts at zero and is divided by
-1 - d^n, so it weighs iterate k by d^(n-k) / sum, from the first step on, with no warm-up rule that a
-short run (a few hundred steps here) would never leave. BatchNorm statistics collected for the raw iterates do not fit the average, so the trainer
-re-estimates them on the training split once the average is in place.
+1 - d^n, so iterate k weighs d^(n-k) / sum from the first step on, with no warm-up rule that a
+short run (a few hundred steps here) would never leave. BatchNorm statistics collected for the raw
+iterates do not fit the average, so the trainer re-estimates them on the training split once the
+average is in place.
 """
 
 from __future__ import annotations
