@@ -306,3 +306,25 @@ def test_paired_checks_say_whether_their_default_arm_ran_todays_config(tmp_path,
     marks = {line.split(" | ")[1]: line.split(" | ")[10] for line in table.splitlines()[2:]}
     assert marks == {"now": "as now", "then": f"**older** ({ab.config_fingerprint(other)[:8]})",
                      "unknown": "not recorded"}
+
+
+def test_speed_sittings_keep_the_median_ratio_and_every_sitting(monkeypatch):
+    """backbones.py --sittings: the reported speedups are the medians of the sittings' ratios, each
+    sitting is listed, and the parity error is the worst sitting's."""
+    bb = load_benchmark("backbones")
+    ratios = iter([(2.0, 3.0), (2.6, 2.1), (2.2, 2.5)])
+
+    def fake(backbone, repeats, block):
+        b1, b64 = next(ratios)
+        return {"batch1": b1, "batch64": b64, "batch1_us": {"dense": 2 * b1, "sparse": 2.0},
+                "batch64_us": {"dense": 3 * b64, "sparse": 3.0}, "batch1_max_abs_diff": b1 / 1e6,
+                "batch64_max_abs_diff": 0.0, "runtime": "SparseGeneric"}
+
+    monkeypatch.setattr(bb, "speedup", fake)
+    out = bb.speedup_sittings("ddnet", 10, 5, 3)
+    assert (out["batch1"], out["batch64"]) == (2.2, 2.5)
+    assert out["sittings"] == [{"batch1": 2.0, "batch64": 3.0}, {"batch1": 2.6, "batch64": 2.1},
+                               {"batch1": 2.2, "batch64": 2.5}]
+    assert out["batch1_us"] == {"dense": 4.4, "sparse": 2.0} and out["batch1_max_abs_diff"] == 2.6e-6
+    ratios = iter([(1.5, 1.7)])
+    assert "sittings" not in bb.speedup_sittings("ddnet", 10, 5, 1)
