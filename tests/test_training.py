@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 import json
 
 import numpy as np
@@ -459,3 +460,11 @@ def test_distillation_options_without_a_teacher_leave_the_fingerprint_alone() ->
 
     base = tiny_config()
     assert fingerprint(base) == fingerprint(apply_overrides(base, {"train.distill": 0.9, "train.temperature": 2.0}))
+
+
+def test_teacher_path_spells_the_split_as_run_folders_do() -> None:
+    """`{split}` is filled in as `pmp train` and sweeps name run folders: FPHA's 1:1 as 1-1."""
+    from pmp.training.distill import teacher_dir
+
+    cfg = tiny_config(**{"data.split": "1:1", "train.seed": 3, "train.teacher": "w/fpha/dense_s{seed}_f{split}"})
+    assert teacher_dir(cfg) == Path("w/fpha/dense_s3_f1-1")

@@ -63,9 +63,9 @@ class TrainConfig:
     tensorboard: bool = False  # also write TensorBoard event files to <run>/tensorboard/ (needs pmp[tensorboard])
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda
     init: str | None = None  # a finished run folder (or its model.safetensors): start from its weights (fine-tune)
-    # knowledge distillation (distill.py): a finished run of the same dataset and split ({split} and
-    # {seed} are filled in) whose outputs softened by `temperature` are a second target, of weight
-    # `distill` (the labels' weight is 1 - distill)
+    # knowledge distillation (distill.py): a finished run of the same dataset and split ({split}, as
+    # run folder names spell it, and {seed} are filled in) whose outputs softened by `temperature`
+    # are a second target, of weight `distill` (the labels' weight is 1 - distill)
     teacher: str | None = None
     distill: float = 0.5
     temperature: float = 4.0

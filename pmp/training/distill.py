@@ -28,9 +28,12 @@ from .config import ConfigError, ExperimentConfig
 
 
 def teacher_dir(cfg: ExperimentConfig) -> Path:
-    """`train.teacher` with `{split}` and `{seed}` replaced by the run's: one config, one teacher per fold."""
+    """`train.teacher` with `{split}` and `{seed}` replaced by the run's, the split spelled as run
+    folder names spell it (FPHA's "1:1" as 1-1): one config, one teacher per fold."""
+    from pmp.experiments.grid import id_part  # no pmp imports of its own: no cycle
+
     try:
-        return Path(str(cfg.train.teacher).format(split=cfg.data.split, seed=cfg.train.seed)).expanduser()
+        return Path(str(cfg.train.teacher).format(split=id_part(cfg.data.split), seed=cfg.train.seed)).expanduser()
     except (KeyError, IndexError, ValueError) as e:
         raise ConfigError(f"train.teacher: {cfg.train.teacher!r}: only {{split}} and {{seed}} may be filled in ({e})") from None
 
