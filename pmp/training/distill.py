@@ -16,15 +16,19 @@ from __future__ import annotations
 import hashlib
 from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from pmp.data import load_dataset, preprocess
+from pmp.data import preprocess
 from pmp.data.preprocess import PreprocessConfig
 
 from .checkpoint import IntegrityError
 from .config import ConfigError, ExperimentConfig
+
+if TYPE_CHECKING:
+    from .trainer import SplitData
 
 
 def teacher_dir(cfg: ExperimentConfig) -> Path:
@@ -38,11 +42,13 @@ def teacher_dir(cfg: ExperimentConfig) -> Path:
         raise ConfigError(f"train.teacher: {cfg.train.teacher!r}: only {{split}} and {{seed}} may be filled in ({e})") from None
 
 
-def teacher_targets(cfg: ExperimentConfig, split: str, train_index: torch.Tensor) -> tuple[torch.Tensor, str]:
-    """The teacher's logits (N_train, classes) on the run's training sequences, in their order, and
-    the sha256 of its weights (metrics.json records which teacher a run learned from)."""
+def teacher_targets(cfg: ExperimentConfig, data: SplitData) -> tuple[torch.Tensor, str]:
+    """The teacher's logits (N_train, classes) on the run's training sequences (`data`, the split the
+    run already loaded), in their order, and the sha256 of its weights (metrics.json records which
+    teacher a run learned from)."""
     from .trainer import load_trained_model  # the trainer imports this module
 
+    split = data.split.name
     folder = teacher_dir(cfg)
     if not (folder / "metrics.json").is_file():
         raise ConfigError(f"train.teacher: {folder}: not a finished run folder (train the teacher first)")
@@ -50,17 +56,18 @@ def teacher_targets(cfg: ExperimentConfig, split: str, train_index: torch.Tensor
         model, spec = load_trained_model(folder)
     except (FileNotFoundError, IntegrityError) as e:
         raise ConfigError(f"train.teacher: {e}") from None
-    data = spec.get("data", {})
-    if data.get("name") != cfg.data.name or str(data.get("split")) != split \
-            or data.get("options", {}) != cfg.data.options:
+    seen = spec.get("data", {})
+    if seen.get("name") != cfg.data.name or str(seen.get("split")) != split \
+            or seen.get("options", {}) != cfg.data.options:
         raise ConfigError(f"train.teacher: {folder} was trained on "
-                          f"{_data_label(data.get('name'), data.get('split'), data.get('options'))}, this run on "
+                          f"{_data_label(seen.get('name'), seen.get('split'), seen.get('options'))}, this run on "
                           f"{_data_label(cfg.data.name, split, cfg.data.options)}: a teacher must have seen the "
                           "student's training split only")
     known = {f.name for f in fields(PreprocessConfig)}
     pre = PreprocessConfig(**{k: v for k, v in spec["preprocess"].items() if k in known})
-    ds = load_dataset(cfg.data.name, cfg.data.root, **cfg.data.options)
-    x = preprocess(ds, pre)[train_index]
+    # the student's own inputs when the preprocessing is the same; else the teacher's, computed
+    # like split_data's (the whole dataset, then the train rows)
+    x = data.x_train if pre == cfg.preprocess else preprocess(data.dataset, pre)[torch.as_tensor(data.split.train)]
     with torch.no_grad():
         logits = torch.cat([model(part) for part in x.split(256)])
     digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()

@@ -217,8 +217,7 @@ class _Run:
         check_allocation(f"model {cfg.model.name} ({numel} parameters)", 16 * numel)
         self.model = create_model(cfg.model.name, **self.model_kwargs)
         self.init_sha256 = load_init(self.model, cfg.train.init) if cfg.train.init else None
-        self.teacher, self.teacher_sha256 = (teacher_targets(cfg, self.split.name, torch.as_tensor(self.split.train))
-                                             if cfg.train.teacher else (None, None))
+        self.teacher, self.teacher_sha256 = teacher_targets(cfg, data) if cfg.train.teacher else (None, None)
         self.model = self.model.to(self.device)
         # The optimizer's parameter order is fixed here, before any parametrization moves tensors.
         self.params = list(self.model.parameters())
