@@ -282,6 +282,38 @@ def test_deeper_agcn_deploys_on_the_generic_runtime(tmp_path_factory, blocks, no
     assert _gap(model, module, batch, seed) < 1e-5
 
 
+@settings(max_examples=6, deadline=None)
+@given(temporal=st.sampled_from([1, 3, 5]), blocks=st.integers(1, 2), nodes=st.integers(1, 12), frames=st.integers(1, 7),
+       heads=st.integers(1, 3), batch=st.sampled_from([1, 2, 17]), rate=st.sampled_from([0.5, 0.9, 0.98]),
+       seed=st.integers(0, 9))
+def test_temporal_agcn_deploys_on_the_generic_runtime(tmp_path_factory, temporal, blocks, nodes, frames, heads, batch,
+                                                       rate, seed):
+    """`temporal`: the hand-tuned kernels flatten trajectories, so load_sparse takes the generic
+    runtime, whose pruned grouped temporal convolution matches the masked dense model."""
+    kwargs = dict(num_nodes=nodes, in_frames=frames, in_channels=3, num_classes=4, heads=heads, attn_dim=4,
+                  gc_dim=3, hidden=10, blocks=blocks, temporal=temporal)
+    model, path = _exported(tmp_path_factory.mktemp("agt"), "agcn", kwargs, rate, seed)
+    module = load_sparse(path)
+    assert isinstance(module, SparseGeneric) and "tconv" in module.sparse_layers
+    assert _gap(model, module, batch, seed) < 1e-5
+
+
+def test_temporal_agcn_shares_weights_over_time():
+    """With time as an axis, no weight depends on the number of chunks: one model takes sequences of
+    any length, a time step's node signal is C values, and each (node, head) has its own temporal
+    filters (groups of gc_dim channels). Even kernels (no centred padding) and negatives are refused."""
+    kw = dict(num_nodes=5, in_frames=4, in_channels=3, num_classes=4, heads=2, attn_dim=4, gc_dim=3, hidden=10)
+    model = create_model("agcn", **kw, temporal=3).eval()
+    assert model.query.weight.shape == (2 * 4, 3) and model.data_bn.num_features == 5 * 3
+    assert model.tconv.weight.shape == (5 * 2 * 3, 3, 3) and model.tconv.groups == 5 * 2
+    assert [model(torch.randn(2, t, 5, 3)).shape for t in (1, 4, 9)] == [(2, 4)] * 3
+    flat = create_model("agcn", **kw)
+    assert flat.query.weight.shape == (2 * 4, 4 * 3) and not hasattr(flat, "tconv")
+    for bad in (-1, 2):
+        with pytest.raises(ValueError, match="temporal must be 0"):
+            create_model("agcn", **kw, temporal=bad)
+
+
 def test_agcn_blocks_add_residual_attention_blocks():
     """One block is the network as it was (same parameters, in the same order, so a seed gives the
     same initial weights); each further block adds one block of heads * gc_dim inputs per node."""

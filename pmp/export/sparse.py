@@ -338,8 +338,10 @@ class SparseAttentionGCN(nn.Module):
 
     @staticmethod
     def supports(spec: dict) -> bool:
-        """The kernels cover the one-block network (the default); deeper ones run on the generic runtime."""
-        return int(spec["kwargs"].get("blocks", 1)) == 1
+        """The kernels cover the one-block network over whole trajectories (the default); deeper or
+        `temporal` ones run on the generic runtime."""
+        kw = spec["kwargs"]
+        return int(kw.get("blocks", 1)) == 1 and not int(kw.get("temporal", 0))
 
     @staticmethod
     def _tiles(batch: int) -> tuple[int, bool]:
