@@ -54,6 +54,7 @@ from pmp.export import load_sparse, save_compact  # noqa: E402
 from pmp.export.bench import _alternating_times, _machine, magnitude_prune, with_random_batchnorm  # noqa: E402
 from pmp.models import create_model, list_models, model_dataset_fields  # noqa: E402
 from pmp.training import load_config  # noqa: E402
+from pmp.training.config import apply_overrides, parse_set_options  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 METHODS = ("pmp", "mp", "gmp")
@@ -71,10 +72,11 @@ def base_config(backbone: str, dataset: str) -> Path:
     return path
 
 
-def deploy_kwargs(backbone: str) -> dict[str, Any]:
-    """The deployment-size model's kwargs: the FPHA config's model kwargs on FPHA's sizes, with the
-    input its preprocessing gives (frames, or temporal chunks, by feature channels)."""
-    cfg = load_config(base_config(backbone, "fpha"))
+def deploy_kwargs(backbone: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The deployment-size model's kwargs: the FPHA config's model kwargs (with `overrides`, the
+    `--set` keys) on FPHA's sizes, with the input its preprocessing gives (frames, or temporal
+    chunks, by feature channels)."""
+    cfg = apply_overrides(load_config(base_config(backbone, "fpha")), overrides or {})
     p = cfg.preprocess
     layout = input_layout(list(p.features), DEPLOY["num_nodes"], DEPLOY["coords"], DEPLOY["persons"], list(p.motion_steps))
     kwargs = dict(num_nodes=DEPLOY["num_nodes"], num_classes=DEPLOY["num_classes"], in_frames=p.chunks or p.frames,
@@ -85,12 +87,12 @@ def deploy_kwargs(backbone: str) -> dict[str, Any]:
 
 
 def sweep_spec(backbone: str, dataset: str, work_dir: Path, seeds: list[int], splits: list[str],
-               epochs: int | None) -> Any:
+               epochs: int | None, overrides: dict[str, Any] | None = None) -> Any:
     return parse_sweep({
         "name": f"{backbone}_{dataset}", "base": str(base_config(backbone, dataset)),
         "out": str(work_dir / f"{backbone}_{dataset}"),
         "grid": {"method": ["dense", *METHODS], "rate": list(RATES), "seed": seeds, "split": splits},
-        "overrides": {"train.epochs": epochs} if epochs else {},
+        "overrides": {**(overrides or {}), **({"train.epochs": epochs} if epochs else {})},
     })
 
 
@@ -144,9 +146,10 @@ def from_paper_grid(dataset: str) -> dict[str, Any]:
     return entry
 
 
-def speedup(backbone: str, repeats: int, block: int, seed: int = 0) -> dict[str, Any]:
+def speedup(backbone: str, repeats: int, block: int, seed: int = 0,
+            overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Whole-network latency, dense torch vs `load_sparse`, at r = 0.98 and batch 1 and 64."""
-    kwargs = deploy_kwargs(backbone)
+    kwargs = deploy_kwargs(backbone, overrides)
     torch.manual_seed(seed)
     model = with_random_batchnorm(create_model(backbone, **kwargs).eval())
     masks = magnitude_prune(model, 0.98)
@@ -168,10 +171,11 @@ def speedup(backbone: str, repeats: int, block: int, seed: int = 0) -> dict[str,
     return out
 
 
-def speedup_sittings(backbone: str, repeats: int, block: int, sittings: int) -> dict[str, Any]:
+def speedup_sittings(backbone: str, repeats: int, block: int, sittings: int,
+                     overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """`speedup` `sittings` times in a row (the VM has slow phases: a ratio near its target is read
     from several): batch1/batch64 are the medians of the sittings' ratios, each sitting's kept."""
-    runs = [speedup(backbone, repeats, block) for _ in range(sittings)]
+    runs = [speedup(backbone, repeats, block, overrides=overrides) for _ in range(sittings)]
     if sittings == 1:
         return runs[0]
     out = dict(runs[0])
@@ -209,7 +213,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch and numba threads for the latency (default 1: the generic runtime alternates torch's and "
                          "numba's OpenMP pools, which spin-wait on each other when the cores are shared)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config key set in every backbone's configs (a variant, e.g. model.kwargs.temporal=3); "
+                         "needs an --out other than the default, so a variant never replaces the backbones' entries")
     args = ap.parse_args()
+    overrides = parse_set_options(args.set)
+    if overrides and Path(args.out).resolve() == (RESULTS / "backbones.json").resolve():
+        raise SystemExit("--set: write the variant elsewhere (--out benchmarks/results/<name>.json)")
 
     if args.speed_only and args.no_speed:
         raise SystemExit("--speed-only and --no-speed: nothing to do")
@@ -217,12 +227,15 @@ def main() -> None:
     unknown = sorted(set(backbones) - set(list_models()))
     if unknown:
         raise SystemExit(f"--backbones: unknown {unknown} (registered: {list_models()})")
+    if overrides and "agcn" in backbones and args.agcn == "results" and not args.speed_only:
+        raise SystemExit("--set with agcn: its accuracies come from the paper grid of the default config "
+                         "(use --agcn train, or --speed-only)")
     out_path = Path(args.out)
     result = json.loads(out_path.read_text()) if out_path.is_file() else {}
     start = time.perf_counter()
     for backbone in backbones:
         entry = result.setdefault(backbone, {})
-        entry["weights"] = sum(p.numel() for p in create_model(backbone, **deploy_kwargs(backbone)).parameters())
+        entry["weights"] = sum(p.numel() for p in create_model(backbone, **deploy_kwargs(backbone, overrides)).parameters())
         for dataset in [] if args.speed_only else args.datasets.split(","):
             if dataset not in PROTOCOL:
                 raise SystemExit(f"--datasets: unknown {dataset!r} (fpha, sbu)")
@@ -231,7 +244,7 @@ def main() -> None:
                 continue
             seeds = [int(s) for s in args.seeds.split(",")] if args.seeds and dataset == "fpha" else PROTOCOL[dataset]["seeds"]
             splits = args.folds.split(",") if args.folds and dataset == "sbu" else PROTOCOL[dataset]["splits"]
-            spec = sweep_spec(backbone, dataset, Path(args.work_dir), seeds, splits, args.epochs)
+            spec = sweep_spec(backbone, dataset, Path(args.work_dir), seeds, splits, args.epochs, overrides)
             with archive.kept(out_path.parent / "archive" / f"{spec.name}.jsonl", spec.out):
                 if not args.no_train:
                     run_sweep(spec, workers=args.workers, data_root=args.data_root,
@@ -240,7 +253,7 @@ def main() -> None:
         if not args.no_speed:
             torch.set_num_threads(args.threads)
             numba.set_num_threads(args.threads)
-            entry["speedup_0.98"] = speedup_sittings(backbone, args.repeats, args.block, args.sittings)
+            entry["speedup_0.98"] = speedup_sittings(backbone, args.repeats, args.block, args.sittings, overrides)
         for dataset in PROTOCOL:
             entry.setdefault(dataset, {"dense": None, "pmp": {}, "mp": {}, "gmp": {}, "partial": True})
         entry["partial"] = any(entry[d].get("partial", True) for d in PROTOCOL)

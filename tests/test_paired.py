@@ -314,7 +314,7 @@ def test_speed_sittings_keep_the_median_ratio_and_every_sitting(monkeypatch):
     bb = load_benchmark("backbones")
     ratios = iter([(2.0, 3.0), (2.6, 2.1), (2.2, 2.5)])
 
-    def fake(backbone, repeats, block):
+    def fake(backbone, repeats, block, overrides=None):
         b1, b64 = next(ratios)
         return {"batch1": b1, "batch64": b64, "batch1_us": {"dense": 2 * b1, "sparse": 2.0},
                 "batch64_us": {"dense": 3 * b64, "sparse": 3.0}, "batch1_max_abs_diff": b1 / 1e6,
@@ -328,3 +328,18 @@ def test_speed_sittings_keep_the_median_ratio_and_every_sitting(monkeypatch):
     assert out["batch1_us"] == {"dense": 4.4, "sparse": 2.0} and out["batch1_max_abs_diff"] == 2.6e-6
     ratios = iter([(1.5, 1.7)])
     assert "sittings" not in bb.speedup_sittings("ddnet", 10, 5, 1)
+
+
+def test_backbones_set_times_a_variant_without_touching_the_entries(tmp_path, monkeypatch):
+    """backbones.py --set: the variant's keys reach the deployment model; it must be written to
+    another file than backbones.json, and agcn's accuracies (the default's paper grid) are refused."""
+    bb = load_benchmark("backbones")
+    variant = bb.deploy_kwargs("agcn", {"model.kwargs.temporal": 3, "preprocess.chunks": 12})
+    assert (variant["temporal"], variant["in_frames"]) == (3, 12)
+    assert "temporal" not in bb.deploy_kwargs("agcn") and bb.deploy_kwargs("agcn")["in_frames"] == 8
+    for argv, match in ([["--speed-only"], "elsewhere"],
+                        [["--backbones", "agcn", "--no-speed", "--out", str(tmp_path / "v.json")], "paper grid"]):
+        monkeypatch.setattr(sys, "argv", ["backbones.py", "--set", "model.kwargs.temporal=3", *argv])
+        with pytest.raises(SystemExit, match=match):
+            bb.main()
+    assert not (tmp_path / "v.json").exists()
